@@ -1,0 +1,38 @@
+"""The `saga` command line: each command builds settings and calls one library function."""
+
+from __future__ import annotations
+
+import typer
+
+from orchestrator import __version__
+from orchestrator.doctor import run_doctor
+from participants.cli import inventory_app, participant_app
+from schemas.cli import app as schemas_app
+from schemas.config import Settings
+
+app = typer.Typer(help="Saga orchestrator over Kafka and Redis.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(participant_app, name="participant")
+app.add_typer(inventory_app, name="inventory")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"saga {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+) -> None:
+    """Saga orchestrator over Kafka and Redis."""
+
+
+@app.command()
+def doctor() -> None:
+    """Check that the configured Kafka and Redis answer; say plainly what is wrong if not."""
+    rows = run_doctor(Settings())
+    for name, ok, text in rows:
+        typer.echo(f"{'ok  ' if ok else 'FAIL'} {name}: {text}")
+    raise typer.Exit(0 if rows and all(ok for _, ok, _ in rows) else 1)

@@ -1,0 +1,1 @@
+"""Participant SDK and the sample workers (inventory, payment, shipping, notification)."""

@@ -1,0 +1,97 @@
+"""Shared fixtures: real Kafka and Redis, and per-test topics and key prefixes.
+
+Where the infrastructure comes from, in order: KAFKA_BOOTSTRAP_SERVERS / REDIS_URL when set; else
+testcontainers when a Docker engine answers; else the project's own `scripts/stack up`. With
+CI=true, missing infrastructure fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from schemas.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Infra:
+    bootstrap: str
+    redis_url: str
+
+
+def _docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"infrastructure missing under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    redis_url = os.environ.get("REDIS_URL")
+    if bootstrap and redis_url:
+        yield Infra(bootstrap, redis_url)
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+        from testcontainers.redis import RedisContainer
+
+        with KafkaContainer().with_kraft() as kafka, RedisContainer() as redis:
+            host, port = redis.get_container_host_ip(), redis.get_exposed_port(6379)
+            yield Infra(kafka.get_bootstrap_server(), f"redis://{host}:{port}/0")
+        return
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "stack"), "up"], capture_output=True, text=True, timeout=600
+    )
+    if proc.returncode != 0:
+        _missing(f"scripts/stack up failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    kport = os.environ.get("SAGA_KAFKA_PORT", "9092")
+    rport = os.environ.get("SAGA_REDIS_PORT", "6379")
+    yield Infra(f"127.0.0.1:{kport}", f"redis://127.0.0.1:{rport}/0")
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names],
+        operation_timeout=30,
+    )
+    for f in futures.values():
+        f.result(timeout=60)
+
+
+@pytest.fixture
+def settings(infra: Infra) -> Settings:
+    """Settings pointing at the real stack, with this test's own topics and Redis key prefix."""
+    tag = uuid.uuid4().hex[:10]
+    s = Settings(
+        kafka_bootstrap_servers=infra.bootstrap,
+        redis_url=infra.redis_url,
+        commands_topic=f"t-{tag}-commands",
+        events_topic=f"t-{tag}-events",
+        dlq_topic=f"t-{tag}-dlq",
+        topic_partitions=3,
+        key_prefix=f"t{tag}",
+    )
+    create_topics(infra.bootstrap, [s.commands_topic, s.events_topic, s.dlq_topic], 3)
+    return s
