@@ -1,0 +1,123 @@
+"""Saga definitions as code: a named, versioned list of steps, each with its compensation.
+
+A user registers their own saga types from a Python module named in configuration
+(`SAGA_SAGA_MODULES=mycompany.sagas`): the module exposes `SAGAS`, a list of `SagaDefinition`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter and a cap. `max_attempts` counts the first try."""
+
+    max_attempts: int = 3
+    initial_backoff_s: float = 0.5
+    multiplier: float = 2.0
+    max_backoff_s: float = 30.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.initial_backoff_s < 0 or self.multiplier < 1:
+            raise ValueError(f"invalid retry policy {self}")
+        if not 0 <= self.jitter <= 1 or self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError(f"invalid retry policy {self}")
+
+    def backoff_s(self, failed_attempt: int, seed: str) -> float:
+        """Delay before the attempt after `failed_attempt`; jitter comes from a seeded rng so
+        that the core stays deterministic (replaying an input gives the same timer)."""
+        base = min(
+            self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (failed_attempt - 1)
+        )
+        spread = random.Random(seed).uniform(-self.jitter, self.jitter)
+        return min(self.max_backoff_s, max(0.0, base * (1 + spread)))
+
+
+@dataclass(frozen=True)
+class StepDef:
+    name: str
+    participant: str
+    action: str
+    compensation: str
+    timeout_s: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    compensation_timeout_s: float = 30.0
+    compensation_retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(
+            max_attempts=5, initial_backoff_s=1.0, max_backoff_s=60.0
+        )
+    )
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0 or self.compensation_timeout_s <= 0:
+            raise ValueError(f"step {self.name}: timeouts must be positive")
+
+
+@dataclass(frozen=True)
+class SagaDefinition:
+    name: str
+    version: int
+    steps: tuple[StepDef, ...]
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.steps]
+        if not names:
+            raise ValueError(f"saga {self.name} has no steps")
+        if len(set(names)) != len(names):
+            raise ValueError(f"saga {self.name} has duplicate step names")
+
+    def index(self, step: str) -> int | None:
+        for i, s in enumerate(self.steps):
+            if s.name == step:
+                return i
+        return None
+
+
+ORDER_FULFILLMENT = SagaDefinition(
+    name="order_fulfillment",
+    version=1,
+    steps=(
+        StepDef("reserve_inventory", "inventory", "ReserveItems", "ReleaseReservation"),
+        StepDef("process_payment", "payment", "ProcessPayment", "RefundPayment"),
+        StepDef("create_shipment", "shipping", "CreateShipment", "CancelShipment"),
+        StepDef(
+            "send_confirmation", "notification", "SendOrderConfirmation", "SendCancellationNotice"
+        ),
+    ),
+)
+
+
+class Registry(Mapping[str, SagaDefinition]):
+    """Saga types by name. Older versions stay registered so in-flight sagas keep their steps."""
+
+    def __init__(self, definitions: Iterable[SagaDefinition] = ()) -> None:
+        self._latest: dict[str, SagaDefinition] = {}
+        self._versions: dict[tuple[str, int], SagaDefinition] = {}
+        for d in definitions:
+            self.register(d)
+
+    def register(self, definition: SagaDefinition) -> None:
+        self._versions[(definition.name, definition.version)] = definition
+        latest = self._latest.get(definition.name)
+        if latest is None or definition.version >= latest.version:
+            self._latest[definition.name] = definition
+
+    def version(self, name: str, version: int) -> SagaDefinition | None:
+        return self._versions.get((name, version))
+
+    def __getitem__(self, name: str) -> SagaDefinition:
+        return self._latest[name]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._latest)
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+
+def default_registry() -> Registry:
+    return Registry([ORDER_FULFILLMENT])
