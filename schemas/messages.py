@@ -22,8 +22,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-#: Saga ids become Redis keys and Kafka keys: keep them short and free of spaces and braces.
-SAGA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+#: Saga ids become Redis keys, Kafka keys and parts of command ids: short, no spaces, braces,
+#: colons or pipes (those separate the parts of derived keys and ids).
+SAGA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
 SagaId = Annotated[str, StringConstraints(pattern=SAGA_ID_PATTERN)]
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
