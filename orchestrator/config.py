@@ -1,0 +1,27 @@
+"""Orchestrator settings: the shared connection settings plus the daemon's own knobs."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from schemas.config import Settings
+
+
+class OrchestratorSettings(Settings):
+    group_id: str = Field(
+        default="", description="consumer group; default '<key_prefix>-orchestrator'"
+    )
+    batch_max_records: int = Field(default=2000, ge=1, le=100_000)
+    poll_timeout_ms: int = Field(default=100, ge=1, le=60_000)
+    timer_poll_interval_s: float = Field(default=0.05, gt=0, le=60)
+    outbox_sweep_age_s: float = Field(default=5.0, gt=0, le=3600)
+    leader_lease_s: float = Field(default=5.0, gt=0, le=600)
+    retention_s: int = Field(
+        default=7 * 24 * 3600, ge=0, description="keep final sagas this long; 0 = forever"
+    )
+    saga_modules: list[str] = Field(default_factory=list, description="modules exposing SAGAS")
+    infra_backoff_max_s: float = Field(default=5.0, gt=0, le=300)
+
+    @property
+    def group(self) -> str:
+        return self.group_id or f"{self.key_prefix}-orchestrator"

@@ -1,0 +1,358 @@
+"""The daemon loop: consume a batch, decode, load, decide, write, publish, commit.
+
+Ordering and safety, in one place:
+- each input's effects (state, history, outbox, timers, dedupe id, offset) are written by one
+  atomic `step.lua` call, guarded by the saga's version (no stale writer) and the input's id
+  (effectively once);
+- commands are published from the outbox after the write, and removed only once Kafka acked
+  them; the relay re-publishes whatever a crash left behind;
+- offsets are committed only after the writes and the publishes of the whole batch;
+- poison goes to the dead-letter topic and the partition moves on; Kafka or Redis failures are
+  retried with backoff, never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from orchestrator.config import OrchestratorSettings
+from orchestrator.core.decide import decide
+from orchestrator.core.definition import Registry
+from orchestrator.core.model import Event, SagaState, Start
+from orchestrator.keys import Keys
+from orchestrator.logs import saga_extra
+from orchestrator.metrics import Metrics
+from orchestrator.relay import Relay
+from orchestrator.store import RedisStore, Write
+from orchestrator.translate import command_record, dedupe_id, to_event
+from schemas import codec
+from schemas.codec import DecodeError
+from schemas.dlq import dead_letter_headers, header
+from schemas.headers import H_MESSAGE_TYPE
+from schemas.messages import Envelope
+
+log = logging.getLogger("orchestrator")
+T = TypeVar("T")
+INFRA_ERRORS = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError, asyncio.TimeoutError)
+MAX_CONFLICT_ROUNDS = 20
+
+
+@dataclass
+class Input:
+    record: ConsumerRecord[bytes, bytes]
+    message: Envelope
+    event: Event
+
+
+@dataclass
+class Poison:
+    record: ConsumerRecord[bytes, bytes]
+    error_class: str
+    reason: str
+
+
+class Stopping(Exception):
+    """Raised out of an infrastructure retry loop when shutdown was requested."""
+
+
+class Orchestrator:
+    def __init__(
+        self, settings: OrchestratorSettings, registry: Registry, metrics: Metrics | None = None
+    ) -> None:
+        self.s = settings
+        self.registry = registry
+        self.metrics = metrics or Metrics()
+        self.stop_event = asyncio.Event()
+        self.assigned: set[TopicPartition] = set()
+        self._batch_lock = asyncio.Lock()
+        self.redis: Redis | None = None
+        self.store: RedisStore | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+
+    # ---- lifecycle ----
+    async def run(self) -> None:
+        """Run until `stop()`; then drain the batch in flight, commit and close."""
+        s = self.s
+        self.redis = Redis.from_url(
+            s.redis_url, socket_timeout=10, socket_connect_timeout=s.connect_timeout_s
+        )
+        self.store = RedisStore(
+            self.redis, Keys(s.key_prefix), self.registry, s.group, s.retention_s
+        )
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            max_request_size=max(s.max_message_bytes, 1_048_576) + 65_536,
+            max_batch_size=262_144,
+        )
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            group_id=s.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1_048_576,
+            fetch_max_wait_ms=50,
+        )
+        await self._retrying("start kafka producer", self.producer.start)
+        await self._retrying("start kafka consumer", self.consumer.start)
+        self.consumer.subscribe([s.commands_topic, s.events_topic], listener=_Listener(self))
+        relay = Relay(s, self.store, self.producer, self.stop_event, self.metrics)
+        relay_task = asyncio.create_task(relay.run(), name="relay")
+        log.info(
+            "orchestrator started",
+            extra={"group": s.group, "topics": f"{s.commands_topic},{s.events_topic}"},
+        )
+        try:
+            while not self.stop_event.is_set():
+                batch = await self.consumer.getmany(
+                    timeout_ms=s.poll_timeout_ms, max_records=s.batch_max_records
+                )
+                records = [r for rs in batch.values() for r in rs]
+                if records:
+                    async with self._batch_lock:
+                        await self.handle(records)
+        except Stopping:
+            log.info("stopping with a batch unfinished; it will be redelivered")
+        finally:
+            self.stop_event.set()
+            await relay_task
+            await self.consumer.stop()
+            await self.producer.stop()
+            await self.redis.aclose()
+            log.info("orchestrator stopped")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # ---- one batch ----
+    async def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        inputs, poison = self.decode(records)
+        writes, more_poison = await self._retrying("apply to redis", lambda: self.apply(inputs))
+        poison += more_poison
+        await self._retrying("publish", lambda: self.publish(writes, poison))
+        await self.commit(records)
+
+    def decode(
+        self, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> tuple[list[Input], list[Poison]]:
+        inputs: list[Input] = []
+        poison: list[Poison] = []
+        for r in records:
+            if (
+                r.topic == self.s.commands_topic
+                and header(r.headers, H_MESSAGE_TYPE) == "SagaCommand"
+            ):
+                continue  # our own commands to participants share the topic
+            try:
+                msg = codec.decode(r.value, self.s.max_message_bytes)
+            except DecodeError as exc:
+                poison.append(Poison(r, exc.kind, exc.reason))
+                continue
+            event = to_event(msg)
+            if event is not None:
+                inputs.append(Input(r, msg, event))
+        self.metrics.inputs += len(inputs)
+        return inputs, poison
+
+    async def apply(self, inputs: list[Input]) -> tuple[list[Write], list[Poison]]:
+        """Decide and write every input; re-decide the sagas another writer changed meanwhile."""
+        assert self.store is not None
+        done: list[Write] = []
+        poison: list[Poison] = []
+        todo = inputs
+        for _ in range(MAX_CONFLICT_ROUNDS):
+            if not todo:
+                break
+            ids = list(dict.fromkeys(i.message.saga_id for i in todo))
+            raws = await self.store.load_raw(ids)
+            states: dict[str, SagaState | None] = {}
+            for sid, raw in raws.items():
+                states[sid] = self.store.parse(raw)
+            writes: list[tuple[Input, Write]] = []
+            now = int(time.time() * 1000)
+            for inp in todo:
+                sid = inp.message.saga_id
+                if raws[sid] and states[sid] is None:
+                    poison.append(
+                        Poison(
+                            inp.record,
+                            "unknown_saga_type",
+                            "saga's type or version is not registered",
+                        )
+                    )
+                    continue
+                w = self._decide(inp, states[sid], now, poison)
+                if w is not None:
+                    writes.append((inp, w))
+                    if w.transition.outcome == "applied":
+                        states[sid] = w.transition.state
+            results = await self.store.apply([w for _, w in writes])
+            todo = []
+            for (inp, w), res in zip(writes, results, strict=True):
+                if res.status == "conflict":
+                    todo.append(inp)
+                    continue
+                if res.status == "ok":
+                    w.outbox_ids = res.outbox_ids
+                    done.append(w)
+                    self._observe(inp, w)
+                else:
+                    self.metrics.duplicates += 1
+        else:
+            raise RuntimeError(f"{len(todo)} inputs kept conflicting; will retry the batch")
+        return done, poison
+
+    def _decide(
+        self, inp: Input, state: SagaState | None, now: int, poison: list[Poison]
+    ) -> Write | None:
+        msg = inp.message
+        definition = None
+        if state is not None:
+            definition = self.registry.version(state.saga_type, state.definition_version)
+        try:
+            t = decide(state, inp.event, now, self.registry, definition)
+        except Exception as exc:  # a bug must not block the partition: dead-letter, loudly
+            log.exception("decide failed", extra=saga_extra(msg.saga_id, msg.correlation_id or ""))
+            poison.append(Poison(inp.record, type(exc).__name__, str(exc)[:500]))
+            return None
+        if t.outcome == "rejected" or t.state is None:
+            poison.append(Poison(inp.record, "rejected", t.note))
+            return None
+        d = definition or self.registry[t.state.saga_type]
+        outbox = [
+            command_record(t.state, c, msg.message_id, self.s.output_format) for c in t.commands
+        ]
+        r = inp.record
+        return Write(
+            saga_id=msg.saga_id,
+            message_id=dedupe_id(msg),
+            expected_version=state.version if state else 0,
+            transition=t,
+            definition=d,
+            before_status=state.status.value if state else None,
+            offset_field=f"{r.topic}:{r.partition}",
+            offset=r.offset,
+            outbox=outbox,
+            event_name=type(msg).__name__,
+        )
+
+    def _observe(self, inp: Input, w: Write) -> None:
+        t = w.transition
+        assert t.state is not None
+        extra = saga_extra(w.saga_id, t.state.correlation_id)
+        log.info(t.note, extra=extra)
+        self.metrics.observe(w.before_status, t, isinstance(inp.event, Start))
+
+    async def publish(self, writes: list[Write], poison: list[Poison]) -> None:
+        assert self.producer is not None and self.store is not None
+        futures: list[Awaitable[Any]] = []
+        ids: list[bytes] = []
+        for w in writes:
+            for entry, oid in zip(w.outbox, w.outbox_ids, strict=False):
+                futures.append(
+                    await self.producer.send(
+                        self.s.commands_topic, entry.value, entry.key, headers=entry.headers
+                    )
+                )
+                ids.append(oid)
+        for p in poison:
+            futures.append(await self._dead_letter(p))
+        await asyncio.gather(*futures)
+        await self.store.outbox_delete(ids)
+        self.metrics.commands_sent += len(ids)
+        self.metrics.dead_lettered += len(poison)
+
+    async def _dead_letter(self, p: Poison) -> Awaitable[Any]:
+        assert self.producer is not None
+        r = p.record
+        log.warning(
+            "dead-lettered %s:%s@%s: %s: %s",
+            r.topic,
+            r.partition,
+            r.offset,
+            p.error_class,
+            p.reason,
+        )
+        headers = dead_letter_headers(
+            list(r.headers or []),
+            topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
+            error_class=p.error_class,
+            error_message=p.reason,
+            source="orchestrator",
+        )
+        future: Awaitable[Any] = await self.producer.send(
+            self.s.dlq_topic, r.value, r.key, headers=headers
+        )
+        return future
+
+    async def commit(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        assert self.consumer is not None
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced: the new owner re-reads these inputs and the dedupe ids make
+            # that harmless.
+            log.warning("commit failed after a rebalance: %s", exc)
+
+    async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Retry an operation on infrastructure errors with capped exponential backoff."""
+        delay = 0.1
+        while True:
+            try:
+                return await op()
+            except INFRA_ERRORS as exc:
+                self.metrics.infra_errors += 1
+                log.warning(
+                    "%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay
+                )
+            except RedisError as exc:
+                if "NOSCRIPT" not in str(exc) and "LOADING" not in str(exc):
+                    raise
+                log.warning("%s: redis not ready (%s); retrying", what, exc)
+            except RuntimeError as exc:
+                if "conflicting" not in str(exc):
+                    raise
+                log.warning("%s: %s", what, exc)
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), delay)
+                raise Stopping()
+            except TimeoutError:
+                delay = min(delay * 2, self.s.infra_backoff_max_s)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lets the batch in flight finish and commit before partitions move to another copy."""
+
+    def __init__(self, orch: Orchestrator) -> None:
+        self.orch = orch
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.orch._batch_lock:
+            self.orch.assigned -= set(revoked)
+        log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.orch.assigned |= set(assigned)
+        log.info("partitions assigned: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
