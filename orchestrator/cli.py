@@ -14,6 +14,8 @@ app = typer.Typer(help="Saga orchestrator over Kafka and Redis.", no_args_is_hel
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(participant_app, name="participant")
 app.add_typer(inventory_app, name="inventory")
+orchestrator_app = typer.Typer(help="Run the orchestrator daemon.", no_args_is_help=True)
+app.add_typer(orchestrator_app, name="orchestrator")
 
 
 def _version(value: bool) -> None:
@@ -36,3 +38,17 @@ def doctor() -> None:
     for name, ok, text in rows:
         typer.echo(f"{'ok  ' if ok else 'FAIL'} {name}: {text}")
     raise typer.Exit(0 if rows and all(ok for _, ok, _ in rows) else 1)
+
+
+@orchestrator_app.command("run")
+def orchestrator_run() -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT (Ctrl-C), then drain and exit."""
+    from orchestrator.config import OrchestratorSettings
+    from orchestrator.errors import ConfigError
+    from orchestrator.runner import run
+
+    try:
+        run(OrchestratorSettings())
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
