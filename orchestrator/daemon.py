@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -40,7 +40,7 @@ from orchestrator.store import RedisStore, Write
 from orchestrator.translate import command_record, dedupe_id, to_event
 from schemas import codec
 from schemas.codec import DecodeError
-from schemas.dlq import dead_letter_headers, header
+from schemas.dlq import H_TRUNCATED, dead_letter_headers, header
 from schemas.headers import H_MESSAGE_TYPE
 from schemas.messages import Envelope
 
@@ -48,6 +48,8 @@ log = logging.getLogger("orchestrator")
 T = TypeVar("T")
 INFRA_ERRORS = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError, asyncio.TimeoutError)
 MAX_CONFLICT_ROUNDS = 20
+#: big enough to dead-letter any record the input topics accept (up to 16 MiB by default)
+DLQ_MAX_REQUEST_BYTES = 17 * 1_048_576
 
 
 @dataclass
@@ -98,7 +100,7 @@ class Orchestrator:
             enable_idempotence=True,
             acks="all",
             linger_ms=2,
-            max_request_size=max(s.max_message_bytes, 1_048_576) + 65_536,
+            max_request_size=DLQ_MAX_REQUEST_BYTES,
             max_batch_size=262_144,
         )
         self.consumer = AIOKafkaConsumer(
@@ -265,20 +267,27 @@ class Orchestrator:
         ids: list[bytes] = []
         for w in writes:
             for entry, oid in zip(w.outbox, w.outbox_ids, strict=False):
-                futures.append(
-                    await self.producer.send(
-                        self.s.commands_topic, entry.value, entry.key, headers=entry.headers
-                    )
+                send = self.producer.send(
+                    self.s.commands_topic, entry.value, entry.key, headers=entry.headers
                 )
+                futures.append(await send)
                 ids.append(oid)
-        for p in poison:
-            futures.append(await self._dead_letter(p))
+        dead = [await self._dead_letter(p) for p in poison]
         await asyncio.gather(*futures)
+        for p, outcome in zip(
+            poison, await asyncio.gather(*dead, return_exceptions=True), strict=True
+        ):
+            if isinstance(outcome, MessageSizeTooLargeError):
+                # The dead-letter topic takes less than the input topic did: keep the head of the
+                # value and say so, rather than block the partition.
+                await (await self._dead_letter(p, truncate=True))
+            elif isinstance(outcome, BaseException):
+                raise outcome
         await self.store.outbox_delete(ids)
         self.metrics.commands_sent += len(ids)
         self.metrics.dead_lettered += len(poison)
 
-    async def _dead_letter(self, p: Poison) -> Awaitable[Any]:
+    async def _dead_letter(self, p: Poison, truncate: bool = False) -> Awaitable[Any]:
         assert self.producer is not None
         r = p.record
         log.warning(
@@ -298,8 +307,12 @@ class Orchestrator:
             error_message=p.reason,
             source="orchestrator",
         )
+        value = r.value
+        if truncate and value is not None:
+            headers.append((H_TRUNCATED, str(len(value)).encode()))
+            value = value[:65536]
         future: Awaitable[Any] = await self.producer.send(
-            self.s.dlq_topic, r.value, r.key, headers=headers
+            self.s.dlq_topic, value, r.key, headers=headers
         )
         return future
 

@@ -16,6 +16,8 @@ H_ERROR_MESSAGE = "dlq-error-message"
 H_TIME = "dlq-time"
 H_SOURCE = "dlq-source"
 H_REPLAYED = "dlq-replayed"
+#: set when the value was too large for the dead-letter topic and only its head was kept
+H_TRUNCATED = "dlq-value-truncated-from"
 DLQ_HEADERS = (H_TOPIC, H_PARTITION, H_OFFSET, H_ERROR_CLASS, H_ERROR_MESSAGE, H_TIME, H_SOURCE)
 
 Headers = list[tuple[str, bytes]]

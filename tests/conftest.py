@@ -68,12 +68,20 @@ def infra() -> Iterator[Infra]:
     yield Infra(f"127.0.0.1:{kport}", f"redis://127.0.0.1:{rport}/0")
 
 
+#: the same per-topic limits scripts/stack sets: records up to 16 MiB, so an oversized value
+#: reaches the orchestrator (and its size cap) instead of being refused by the broker.
+TOPIC_CONFIG = {"max.message.bytes": str(16 * 1_048_576)}
+
+
 def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
-        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names],
+        [
+            NewTopic(n, num_partitions=partitions, replication_factor=1, config=TOPIC_CONFIG)
+            for n in names
+        ],
         operation_timeout=30,
     )
     for f in futures.values():

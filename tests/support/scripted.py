@@ -1,0 +1,108 @@
+"""A scripted participant for orchestrator tests: it reads the real commands topic and answers
+each command as the test's `behaviour` says (completed, failed, compensated, silence, twice).
+It keeps every command it saw so tests can check order and exactly-once effects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas import codec
+from schemas.config import Settings
+from schemas.messages import Envelope, SagaCommand, StepCompensated, StepCompleted, StepFailed
+
+Answer = Literal["ok", "fail", "retry", "silent", "twice"]
+Behaviour = Callable[[SagaCommand], Answer]
+
+
+def always_ok(cmd: SagaCommand) -> Answer:
+    return "ok"
+
+
+def reply_for(cmd: SagaCommand, answer: Answer) -> Envelope | None:
+    common = dict(
+        message_id=f"{cmd.message_id}:reply",
+        saga_id=cmd.saga_id,
+        saga_type=cmd.saga_type,
+        correlation_id=cmd.correlation_id,
+        causation_id=cmd.message_id,
+        step=cmd.step,
+        attempt=cmd.attempt,
+        command_id=cmd.message_id,
+        command_type=cmd.command_type,
+        compensation=cmd.compensation,
+    )
+    if answer == "silent":
+        return None
+    if answer in ("fail", "retry"):
+        return StepFailed(**common, retryable=answer == "retry", reason=f"scripted {answer}")
+    if cmd.compensation:
+        return StepCompensated(**common)
+    return StepCompleted(**common, result={"by": "scripted", "step": cmd.step})
+
+
+class ScriptedParticipant:
+    def __init__(self, settings: Settings, behaviour: Behaviour = always_ok) -> None:
+        self.s = settings
+        self.behaviour = behaviour
+        self.seen: list[SagaCommand] = []
+        self.by_saga: dict[str, list[SagaCommand]] = defaultdict(list)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> ScriptedParticipant:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.s.commands_topic,
+            bootstrap_servers=self.s.kafka_bootstrap_servers,
+            group_id=f"scripted-{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="earliest",
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.s.kafka_bootstrap_servers, linger_ms=2)
+        await consumer.start()
+        await producer.start()
+        self._ready.set()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100, max_records=1000)
+                futures = []
+                for rs in batch.values():
+                    for r in rs:
+                        try:
+                            msg = codec.decode(r.value)
+                        except codec.DecodeError:
+                            continue
+                        if not isinstance(msg, SagaCommand):
+                            continue
+                        self.seen.append(msg)
+                        self.by_saga[msg.saga_id].append(msg)
+                        answer = self.behaviour(msg)
+                        reply = reply_for(msg, "ok" if answer == "twice" else answer)
+                        if reply is None:
+                            continue
+                        for _ in range(2 if answer == "twice" else 1):
+                            futures.append(
+                                await producer.send(
+                                    self.s.events_topic, codec.encode(reply), msg.saga_id.encode()
+                                )
+                            )
+                await asyncio.gather(*futures)
+        finally:
+            await consumer.stop()
+            await producer.stop()

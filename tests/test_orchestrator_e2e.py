@@ -1,0 +1,188 @@
+"""The orchestrator end to end on the real Kafka and Redis, with a scripted participant."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from schemas.config import Settings
+from schemas.messages import SagaCommand
+from tests.support.kafka import produce
+from tests.support.orch import SagaReader, running
+from tests.support.scripted import Answer, ScriptedParticipant
+
+STEPS = ["reserve_inventory", "process_payment", "create_shipment", "send_confirmation"]
+ACTIONS = ["ReserveItems", "ProcessPayment", "CreateShipment", "SendOrderConfirmation"]
+COMPENSATIONS = ["ReleaseReservation", "RefundPayment", "CancelShipment", "SendCancellationNotice"]
+
+
+def start_order(saga_id: str, **extra: object) -> bytes:
+    doc = {
+        "sagaId": saga_id,
+        "command": "StartOrder",
+        "customerId": "cust-1",
+        "items": [{"productId": "sku-1", "quantity": 2}],
+        "amount": 42.5,
+        **extra,
+    }
+    return orjson.dumps(doc)
+
+
+@pytest.fixture
+async def reader(settings: Settings) -> AsyncIterator[SagaReader]:
+    r = SagaReader(settings)
+    yield r
+    await r.aclose()
+
+
+def kinds(cmds: list[SagaCommand]) -> list[str]:
+    return [c.command_type for c in cmds]
+
+
+async def test_happy_path_completes(settings: Settings, reader: SagaReader) -> None:
+    """A StartOrder runs the four steps in order and ends completed, readable in Redis."""
+    async with ScriptedParticipant(settings) as p, running(settings):
+        await produce(settings, settings.commands_topic, [(b"happy-1", start_order("happy-1"))])
+        assert (await reader.wait_final(["happy-1"]))["happy-1"] == "completed"
+    assert kinds(p.by_saga["happy-1"]) == ACTIONS
+    fields = await reader.fields("happy-1")
+    assert fields["type"] == "order_fulfillment"
+    assert fields["version"] == "5"
+    assert all(fields[f"step.{s}.status"] == "completed" for s in STEPS)
+    assert orjson.loads(fields["data"])["items"] == [{"productId": "sku-1", "quantity": 2}]
+    history = await reader.history("happy-1")
+    assert [h["state"] for h in history] == [
+        "started",
+        "pending",
+        "pending",
+        "pending",
+        "completed",
+    ]
+    score = await reader.redis.zscore(reader.keys.index("completed"), "happy-1")
+    assert score is not None
+
+
+@pytest.mark.parametrize("failing", range(4), ids=STEPS)
+async def test_non_retryable_failure_compensates_finished_steps_in_reverse(
+    settings: Settings, reader: SagaReader, failing: int
+) -> None:
+    """A non-retryable failure at step N compensates exactly steps N-1..0, then the saga fails."""
+
+    def behaviour(cmd: SagaCommand) -> Answer:
+        return "fail" if cmd.step == STEPS[failing] and not cmd.compensation else "ok"
+
+    sid = f"fail-{failing}"
+    async with ScriptedParticipant(settings, behaviour) as p, running(settings):
+        await produce(settings, settings.commands_topic, [(sid.encode(), start_order(sid))])
+        assert (await reader.wait_final([sid]))[sid] == "failed"
+    expected = ACTIONS[: failing + 1] + list(reversed(COMPENSATIONS[:failing]))
+    assert kinds(p.by_saga[sid]) == expected
+    fields = await reader.fields(sid)
+    assert fields[f"step.{STEPS[failing]}.status"] == "failed"
+    assert "scripted fail" in fields["last_error"]
+
+
+async def test_retryable_failure_is_retried_then_succeeds(
+    settings: Settings, reader: SagaReader
+) -> None:
+    """A retryable failure is retried after a backoff and the saga then completes."""
+    failures = {"n": 0}
+
+    def behaviour(cmd: SagaCommand) -> Answer:
+        if cmd.step == "process_payment" and failures["n"] < 2:
+            failures["n"] += 1
+            return "retry"
+        return "ok"
+
+    async with ScriptedParticipant(settings, behaviour) as p, running(settings):
+        await produce(settings, settings.commands_topic, [(b"retry-1", start_order("retry-1"))])
+        assert (await reader.wait_final(["retry-1"]))["retry-1"] == "completed"
+    payments = [c for c in p.by_saga["retry-1"] if c.step == "process_payment"]
+    assert [c.attempt for c in payments] == [1, 2, 3]
+    assert len({c.message_id for c in payments}) == 3
+    assert (await reader.fields("retry-1"))["step.process_payment.attempts"] == "3"
+
+
+async def test_silent_step_times_out_is_retried_then_compensated(
+    settings: Settings, reader: SagaReader
+) -> None:
+    """A step that never answers times out, is retried per policy, then compensated too."""
+
+    def behaviour(cmd: SagaCommand) -> Answer:
+        return "silent" if cmd.step == "create_shipment" and not cmd.compensation else "ok"
+
+    async with ScriptedParticipant(settings, behaviour) as p, running(settings):
+        await produce(settings, settings.commands_topic, [(b"silent-1", start_order("silent-1"))])
+        assert (await reader.wait_final(["silent-1"], timeout_s=90))["silent-1"] == "failed"
+    cmds = kinds(p.by_saga["silent-1"])
+    assert cmds == [
+        "ReserveItems",
+        "ProcessPayment",
+        "CreateShipment",
+        "CreateShipment",
+        "CreateShipment",
+        "CancelShipment",
+        "RefundPayment",
+        "ReleaseReservation",
+    ]
+    fields = await reader.fields("silent-1")
+    assert fields["step.create_shipment.status"] == "compensated"
+    assert (
+        "timed out" in fields["step.create_shipment.error"] or "timed out" in fields["last_error"]
+    )
+
+
+async def test_compensation_that_keeps_failing_needs_intervention(
+    settings: Settings, reader: SagaReader
+) -> None:
+    """A compensation that fails on every retry leaves the saga in needs_intervention."""
+
+    def behaviour(cmd: SagaCommand) -> Answer:
+        if cmd.step == "create_shipment" and not cmd.compensation:
+            return "fail"
+        if cmd.step == "process_payment" and cmd.compensation:
+            return "retry"
+        return "ok"
+
+    async with ScriptedParticipant(settings, behaviour) as p, running(settings):
+        await produce(settings, settings.commands_topic, [(b"stuck-1", start_order("stuck-1"))])
+        assert (await reader.wait_final(["stuck-1"]))["stuck-1"] == "needs_intervention"
+    refunds = [c for c in p.by_saga["stuck-1"] if c.command_type == "RefundPayment"]
+    assert [c.attempt for c in refunds] == [1, 2, 3]
+    assert "ReleaseReservation" not in kinds(p.by_saga["stuck-1"])
+    fields = await reader.fields("stuck-1")
+    assert fields["step.process_payment.status"] == "compensation_failed"
+    assert await reader.redis.zscore(reader.keys.index("needs_intervention"), "stuck-1") is not None
+
+
+async def test_every_input_and_command_twice_changes_nothing(
+    settings: Settings, reader: SagaReader
+) -> None:
+    """Starts, replies and commands delivered twice leave the same final states and effects."""
+    ids = [f"dup-{i}" for i in range(20)]
+
+    def behaviour(cmd: SagaCommand) -> Answer:
+        n = int(cmd.saga_id.split("-")[1])
+        if n % 2 and cmd.step == "process_payment" and not cmd.compensation:
+            return "fail"
+        return "twice"
+
+    records = [(sid.encode(), start_order(sid)) for sid in ids]
+    async with ScriptedParticipant(settings, behaviour) as p, running(settings):
+        await produce(settings, settings.commands_topic, records + records)
+        states = await reader.wait_final(ids)
+        # The orchestrator re-sends every outbox command once more, as after a crash: still
+        # nothing changes.
+        await produce(settings, settings.commands_topic, records)
+        for sid in ids:
+            assert states[sid] == ("failed" if int(sid.split("-")[1]) % 2 else "completed")
+    for sid in ids:
+        cmds = kinds(p.by_saga[sid])
+        if int(sid.split("-")[1]) % 2:
+            assert cmds == ["ReserveItems", "ProcessPayment", "ReleaseReservation"]
+        else:
+            assert cmds == ACTIONS
+        fields = await reader.fields(sid)
+        assert fields["version"] == ("4" if int(sid.split("-")[1]) % 2 else "5")
