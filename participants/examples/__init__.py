@@ -1,0 +1,1 @@
+"""Example participants written with the SDK."""

@@ -1,0 +1,248 @@
+"""The worker loop: connect, poll a batch, process it, commit, until stopped.
+
+Staged shutdown: a stop (SIGTERM, SIGINT, or the caller's event) ends intake; the batch in
+progress is finished, its replies acknowledged and its offsets committed; then the consumer
+leaves the group, the producer flushes, and the Redis pool closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import TopicPartition
+from redis.asyncio import Redis
+
+from participants.batch import Batch, BatchProcessor, Infra, WorkerStats
+from participants.config import WorkerOptions
+from participants.keys import SdkKeys, group_id
+from participants.participant import Participant
+from participants.store import Store
+from schemas.config import Settings
+
+__all__ = ["WorkerStats", "install_signal_handlers", "run", "run_many"]
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        participant: Participant,
+        options: WorkerOptions,
+        stop: asyncio.Event,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings, self.participant, self.options, self.stop = (
+            settings,
+            participant,
+            options,
+            stop,
+        )
+        self.rng = rng or random.Random()
+        self.stats = WorkerStats()
+        self.log = logging.getLogger(f"participants.{participant.name}")
+        self.infra = Infra(stop, options.max_backoff_s, self.log)
+        # Set while no batch is in progress; a rebalance waits for it (see _Rebalance).
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.joined = False
+        self.last_activity = time.monotonic()
+
+    async def run(self) -> WorkerStats:
+        redis = Redis.from_url(
+            self.settings.redis_url,
+            decode_responses=True,
+            socket_connect_timeout=self.settings.connect_timeout_s,
+            socket_timeout=max(10.0, self.settings.connect_timeout_s),
+        )
+        store = Store(
+            redis,
+            SdkKeys(self.settings.key_prefix, self.participant.name),
+            self.options.reply_ttl_s,
+        )
+        clients = await self._connect()
+        try:
+            if clients is not None:
+                consumer, producer = clients
+                processor = BatchProcessor(
+                    self.settings,
+                    self.participant,
+                    self.options,
+                    store,
+                    producer,
+                    self.infra,
+                    self.stats,
+                    self.rng,
+                )
+                await self._loop(consumer, processor)
+        finally:
+            if clients is not None:
+                for client in clients:
+                    with contextlib.suppress(Exception):
+                        await client.stop()
+            await redis.aclose()
+        self.log.info("%s worker stopped: %s", self.participant.name, self.stats)
+        return self.stats
+
+    async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer] | None:
+        delay = 0.1
+        while not self.stop.is_set():
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                client_id=f"participant-{self.participant.name}",
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=2,
+                max_request_size=self.settings.max_message_bytes + 65_536,
+            )
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                client_id=f"participant-{self.participant.name}",
+                group_id=group_id(self.settings.key_prefix, self.participant.name),
+                enable_auto_commit=False,
+                auto_offset_reset=self.options.start_from,
+                max_poll_records=self.options.max_batch,
+                # Raw bytes: a failing deserializer inside aiokafka would loop forever.
+                key_deserializer=None,
+                value_deserializer=None,
+            )
+            try:
+                await producer.start()
+                await consumer.start()
+                consumer.subscribe([self.settings.commands_topic], listener=_Rebalance(self))
+                self.log.info(
+                    "%s worker consuming %s as group %s",
+                    self.participant.name,
+                    self.settings.commands_topic,
+                    group_id(self.settings.key_prefix, self.participant.name),
+                )
+                return consumer, producer
+            except KafkaError as exc:
+                for client in (consumer, producer):
+                    with contextlib.suppress(Exception):
+                        await client.stop()
+                self.log.warning("Kafka unavailable (%r); retrying in %.1fs", exc, delay)
+                if await self.infra.pause(delay):
+                    break
+                delay = min(delay * 2, self.options.max_backoff_s)
+        return None
+
+    async def _loop(self, consumer: AIOKafkaConsumer, processor: BatchProcessor) -> None:
+        delay = 0.1
+        while not self.stop.is_set():
+            try:
+                batch: Batch = await consumer.getmany(
+                    timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_batch
+                )
+                delay = 0.1
+            except KafkaError as exc:
+                self.log.warning("poll failed (%r); retrying in %.1fs", exc, delay)
+                await self.infra.pause(delay)
+                delay = min(delay * 2, self.options.max_backoff_s)
+                continue
+            if not any(batch.values()):
+                if self._idle_long_enough():
+                    self.log.info(
+                        "%s worker idle for %ss: exiting",
+                        self.participant.name,
+                        self.options.idle_exit_s,
+                    )
+                    return
+                continue
+            self.last_activity = time.monotonic()
+            self.idle.clear()
+            try:
+                if not await processor.process(batch):
+                    self.log.warning("stopping with a batch unfinished: it will be re-delivered")
+                    return
+                await self._commit(consumer, batch)
+            finally:
+                self.idle.set()
+
+    def _idle_long_enough(self) -> bool:
+        limit = self.options.idle_exit_s
+        return limit is not None and self.joined and time.monotonic() - self.last_activity >= limit
+
+    async def _commit(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        for attempt in range(5):
+            try:
+                await consumer.commit(offsets)
+                self.stats.commits += 1
+                return
+            except (CommitFailedError, IllegalStateError) as exc:
+                # The partitions moved to another replica, which re-delivers from the last commit:
+                # harmless, the stored outcomes answer those commands again.
+                self.log.warning("commit refused after a rebalance (%r)", exc)
+                return
+            except KafkaError as exc:
+                self.log.warning("commit failed (%r), attempt %d", exc, attempt + 1)
+                await asyncio.sleep(min(0.2 * 2**attempt, self.options.max_backoff_s))
+        self.log.error("giving up committing %s; the batch will be re-delivered", offsets)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Holds a rebalance until the batch in progress is committed, so the next owner of a
+    partition does not run the same saga's commands at the same time as this replica."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        try:
+            await asyncio.wait_for(self.worker.idle.wait(), self.worker.options.revoke_wait_s)
+        except TimeoutError:
+            self.worker.log.warning("rebalance proceeds while a batch is still in progress")
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.worker.joined = True
+        self.worker.last_activity = time.monotonic()
+        self.worker.log.info(
+            "assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
+        )
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop` (a second signal is ignored: shutdown is already under way)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def run(
+    settings: Settings,
+    participant: Participant,
+    stop_event: asyncio.Event | None = None,
+    options: WorkerOptions | None = None,
+) -> WorkerStats:
+    """Run one worker until `stop_event` is set (or SIGTERM/SIGINT when no event is given, or
+    `options.idle_exit_s` passes without a record)."""
+    stop = stop_event
+    if stop is None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+    return await Worker(settings, participant, options or WorkerOptions(), stop).run()
+
+
+async def run_many(
+    settings: Settings,
+    participants: Iterable[Participant],
+    stop_event: asyncio.Event | None = None,
+    options: WorkerOptions | None = None,
+) -> list[WorkerStats]:
+    """Run several participants in one process (each its own consumer group), e.g. `run all`."""
+    stop = stop_event
+    if stop is None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(run(settings, p, stop, options)) for p in participants]
+    return [t.result() for t in tasks]
