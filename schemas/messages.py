@@ -71,7 +71,8 @@ class StartOrder(Envelope):
     """Starts an order fulfillment saga (the reference document's StartOrder)."""
 
     message_type: Literal["StartOrder"] = Field(
-        default="StartOrder", validation_alias=AliasChoices("messageType", "message_type", "command", "type")
+        default="StartOrder",
+        validation_alias=AliasChoices("messageType", "message_type", "command", "type"),
     )
     order_id: ShortText | None = None
     customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -98,7 +99,8 @@ class StartSaga(Envelope):
     """Starts a saga of any registered type with free-form JSON data."""
 
     message_type: Literal["StartSaga"] = Field(
-        default="StartSaga", validation_alias=AliasChoices("messageType", "message_type", "command", "type")
+        default="StartSaga",
+        validation_alias=AliasChoices("messageType", "message_type", "command", "type"),
     )
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -107,7 +109,8 @@ class SagaCommand(Envelope):
     """A command from the orchestrator to a participant (an action or a compensation)."""
 
     message_type: Literal["SagaCommand"] = Field(
-        default="SagaCommand", validation_alias=AliasChoices("messageType", "message_type", "command", "type")
+        default="SagaCommand",
+        validation_alias=AliasChoices("messageType", "message_type", "command", "type"),
     )
     participant: Name
     command_type: Name
@@ -128,7 +131,8 @@ class _Reply(Envelope):
 
 class StepCompleted(_Reply):
     message_type: Literal["StepCompleted"] = Field(
-        default="StepCompleted", validation_alias=AliasChoices("messageType", "message_type", "type")
+        default="StepCompleted",
+        validation_alias=AliasChoices("messageType", "message_type", "type"),
     )
     result: Results = Field(default_factory=dict)
 
@@ -143,7 +147,8 @@ class StepFailed(_Reply):
 
 class StepCompensated(_Reply):
     message_type: Literal["StepCompensated"] = Field(
-        default="StepCompensated", validation_alias=AliasChoices("messageType", "message_type", "type")
+        default="StepCompensated",
+        validation_alias=AliasChoices("messageType", "message_type", "type"),
     )
 
 
@@ -163,7 +168,8 @@ class OperatorCommand(Envelope):
     """A person stepping in: retry, abort, resume, or record a compensation done by hand."""
 
     message_type: Literal["OperatorCommand"] = Field(
-        default="OperatorCommand", validation_alias=AliasChoices("messageType", "message_type", "command", "type")
+        default="OperatorCommand",
+        validation_alias=AliasChoices("messageType", "message_type", "command", "type"),
     )
     action: Literal["retry", "abort", "resume", "skip_compensation"]
     step: Name | None = None
