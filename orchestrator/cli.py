@@ -52,3 +52,7 @@ def orchestrator_run() -> None:
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+if __name__ == "__main__":
+    app()

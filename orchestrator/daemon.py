@@ -243,7 +243,7 @@ class Orchestrator:
         r = inp.record
         return Write(
             saga_id=msg.saga_id,
-            message_id=dedupe_id(msg),
+            message_id=dedupe_id(msg, f"{r.topic}:{r.partition}:{r.offset}"),
             expected_version=state.version if state else 0,
             transition=t,
             definition=d,

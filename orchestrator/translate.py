@@ -59,12 +59,12 @@ def to_event(msg: Envelope) -> Event | None:
     return None
 
 
-def dedupe_id(msg: Envelope) -> str:
-    """The id an input is deduplicated by. Starts dedupe on the saga id itself (a second
-    StartOrder starts nothing new, whatever its message id)."""
-    if isinstance(msg, StartOrder | StartSaga):
-        return f"start:{msg.saga_id}"
-    return msg.message_id
+def dedupe_id(msg: Envelope, position: str) -> str:
+    """The id an input is deduplicated by: its messageId when the sender gave one, else its
+    position in the log (`topic:partition:offset`), so a redelivered record is recognised even
+    when a person typed it without an id. A second StartOrder with another id is not a
+    duplicate input: the core records it and starts nothing new."""
+    return msg.message_id if "message_id" in msg.model_fields_set else position
 
 
 def command_record(state: SagaState, cmd: Command, causation_id: str, fmt: Format) -> OutboxEntry:

@@ -48,8 +48,9 @@ def reply_for(cmd: SagaCommand, answer: Answer) -> Envelope | None:
 
 
 class ScriptedParticipant:
-    def __init__(self, settings: Settings, behaviour: Behaviour = always_ok) -> None:
+    def __init__(self, settings: Settings, behaviour: Behaviour = always_ok, batch_delay_s: float = 0.0) -> None:
         self.s = settings
+        self.batch_delay_s = batch_delay_s  # a slow participant keeps many sagas in flight
         self.behaviour = behaviour
         self.seen: list[SagaCommand] = []
         self.by_saga: dict[str, list[SagaCommand]] = defaultdict(list)
@@ -80,7 +81,9 @@ class ScriptedParticipant:
         self._ready.set()
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=100, max_records=1000)
+                batch = await consumer.getmany(timeout_ms=100, max_records=200)
+                if batch and self.batch_delay_s:
+                    await asyncio.sleep(self.batch_delay_s)
                 futures = []
                 for rs in batch.values():
                     for r in rs:
