@@ -41,7 +41,7 @@ from orchestrator.translate import command_record, dedupe_id, to_event
 from schemas import codec
 from schemas.codec import DecodeError
 from schemas.dlq import H_TRUNCATED, dead_letter_headers, header
-from schemas.headers import H_MESSAGE_TYPE
+from schemas.headers import H_MESSAGE_ID, H_MESSAGE_TYPE
 from schemas.messages import Envelope
 
 log = logging.getLogger("orchestrator")
@@ -243,7 +243,9 @@ class Orchestrator:
         r = inp.record
         return Write(
             saga_id=msg.saga_id,
-            message_id=dedupe_id(msg, f"{r.topic}:{r.partition}:{r.offset}"),
+            message_id=dedupe_id(
+                msg, f"{r.topic}:{r.partition}:{r.offset}", header(r.headers, H_MESSAGE_ID)
+            ),
             expected_version=state.version if state else 0,
             transition=t,
             definition=d,

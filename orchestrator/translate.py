@@ -59,12 +59,16 @@ def to_event(msg: Envelope) -> Event | None:
     return None
 
 
-def dedupe_id(msg: Envelope, position: str) -> str:
-    """The id an input is deduplicated by: its messageId when the sender gave one, else its
-    position in the log (`topic:partition:offset`), so a redelivered record is recognised even
-    when a person typed it without an id. A second StartOrder with another id is not a
-    duplicate input: the core records it and starts nothing new."""
-    return msg.message_id if "message_id" in msg.model_fields_set else position
+def dedupe_id(msg: Envelope, position: str, header_id: str | None = None) -> str:
+    """The id an input is deduplicated by: its messageId when the sender gave one; else the
+    `saga-message-id` header (set by `saga dlq replay` to the record's original position, so a
+    replay run twice applies once); else its position in the log (`topic:partition:offset`), so
+    a redelivered record is recognised even when a person typed it without an id. A second
+    StartOrder with another id is not a duplicate input: the core records it and starts
+    nothing new."""
+    if "message_id" in msg.model_fields_set:
+        return msg.message_id
+    return header_id or position
 
 
 def command_record(state: SagaState, cmd: Command, causation_id: str, fmt: Format) -> OutboxEntry:
