@@ -157,13 +157,20 @@ class _Machine:
         )
         arrow = f"{b.status} -> {self.status}" if b.version else f"-> {self.status}"
         detail = f" ({'; '.join(self.notes)})" if self.notes else ""
+        # A timer set in this decision supersedes a cancellation of the same member: a failure
+        # cancels the step's retry timer for attempt n+1 and then sets exactly that timer. The
+        # store applies timers first and cancellations after (step.lua: ZADD, then ZREM), so
+        # without this filter the retry timer was removed as soon as it was written and the saga
+        # waited in retry_wait / compensation_wait forever (invariant 1, nothing lost).
+        setting = {t.member for t in self.timers}
+        cancel = tuple(c for c in self.cancel if c not in setting)
         return Transition(
             "applied",
             state,
             f"{cause}: {arrow}{detail}",
             tuple(self.commands),
             tuple(self.timers),
-            tuple(self.cancel),
+            cancel,
         )
 
     def ignore(self, why: str) -> None:
