@@ -17,8 +17,10 @@ def load_registry(modules: list[str]) -> Registry:
     for name in modules:
         try:
             module = importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigError(f"saga module {name!r} cannot be imported: {exc}") from exc
+        except Exception as exc:  # any error in a user's module is a configuration error
+            raise ConfigError(
+                f"saga module {name!r} cannot be imported: {type(exc).__name__}: {exc}"
+            ) from exc
         sagas = getattr(module, "SAGAS", None)
         if not isinstance(sagas, list | tuple) or not all(
             isinstance(s, SagaDefinition) for s in sagas

@@ -7,7 +7,7 @@ updated_at, state_entered_at, correlation_id and the order data as JSON.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,8 +20,12 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def from_iso(text: str) -> int:
-    return int(datetime.fromisoformat(text).timestamp() * 1000)
+    # integer arithmetic: float timestamps read some instants back 1 ms early
+    return (datetime.fromisoformat(text) - _EPOCH) // timedelta(milliseconds=1)
 
 
 def to_fields(state: SagaState, definition: SagaDefinition) -> dict[str, str]:

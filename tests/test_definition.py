@@ -247,17 +247,11 @@ BROKEN = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="orchestrator/sagas.py only wraps ImportError: a user module with a syntax error, an "
-    "invalid SagaDefinition or any other import-time error escapes as a raw exception",
-    raises=(SyntaxError, ValueError, RuntimeError),
-)
 @pytest.mark.parametrize("body", BROKEN.values(), ids=BROKEN.keys())
 def test_load_registry_reports_broken_modules_as_config_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str
 ) -> None:
-    """Known defect (sagas.py, not ours to change): import-time errors should be ConfigError."""
+    """Any import-time error in a user's saga module is a ConfigError naming the module."""
     name = write_module(tmp_path, monkeypatch, body)
     with pytest.raises(ConfigError, match=repr(name)):
         load_registry([name])

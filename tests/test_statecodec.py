@@ -154,12 +154,7 @@ def test_iso_times_round_trip(ms: int) -> None:
     assert from_iso(iso(ms)) == ms
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="statecodec.from_iso truncates a float: some instants (before 1970-01-02, after "
-    "2038-01-19) read back 1 ms early, so such a state does not round-trip",
-)
 @pytest.mark.parametrize("ms", [1_001, 2_147_498_450_062], ids=["1970", "2038"])
 def test_iso_round_trip_is_exact_for_every_millisecond(ms: int) -> None:
-    """Known defect (statecodec, not ours to change): float truncation loses a millisecond."""
+    """Instants where float arithmetic would lose a millisecond read back exactly."""
     assert from_iso(iso(ms)) == ms
