@@ -20,7 +20,9 @@ async def events(settings: Settings) -> AsyncIterator[TopicReader]:
 
 
 def reserve(saga: str, items: dict[str, int], attempt: int = 1):  # type: ignore[no-untyped-def]
-    return command(saga, "inventory", "ReserveItems", "reserve_inventory", attempt=attempt, data=order(items))
+    return command(
+        saga, "inventory", "ReserveItems", "reserve_inventory", attempt=attempt, data=order(items)
+    )
 
 
 def release(saga: str, attempt: int = 1, result: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -36,7 +38,9 @@ def release(saga: str, attempt: int = 1, result: dict[str, str] | None = None): 
     )
 
 
-async def test_reserve_then_release_returns_exactly_the_stock(settings: Settings, events: TopicReader) -> None:
+async def test_reserve_then_release_returns_exactly_the_stock(
+    settings: Settings, events: TopicReader
+) -> None:
     """A reservation takes every item; its release gives back exactly that."""
     await seed_stock(settings, {"A": 10, "B": 5})
     async with running(settings, inventory.build()):
@@ -86,7 +90,9 @@ async def test_same_product_listed_twice_is_summed(settings: Settings, events: T
     assert isinstance(reply, StepFailed) and "requested 4" in reply.reason
 
 
-async def test_duplicate_command_gets_the_same_reply_and_reserves_once(settings: Settings, events: TopicReader) -> None:
+async def test_duplicate_command_gets_the_same_reply_and_reserves_once(
+    settings: Settings, events: TopicReader
+) -> None:
     """The same command three times: one reservation, three identical replies."""
     await seed_stock(settings, {"A": 10})
     cmd = reserve("s4", {"A": 4})
@@ -101,7 +107,9 @@ async def test_duplicate_command_gets_the_same_reply_and_reserves_once(settings:
     assert (await snapshot(settings)).stock == {"A": 6}
 
 
-async def test_later_attempt_of_a_done_step_returns_the_same_result(settings: Settings, events: TopicReader) -> None:
+async def test_later_attempt_of_a_done_step_returns_the_same_result(
+    settings: Settings, events: TopicReader
+) -> None:
     """Attempt 2 after attempt 1 succeeded (its reply was lost): same reservation, no new stock."""
     await seed_stock(settings, {"A": 10})
     first, second = reserve("s5", {"A": 4}), reserve("s5", {"A": 4}, attempt=2)
@@ -115,8 +123,10 @@ async def test_later_attempt_of_a_done_step_returns_the_same_result(settings: Se
     assert (await snapshot(settings)).stock == {"A": 6}
 
 
-async def test_compensation_before_the_action_refuses_the_action(settings: Settings, events: TopicReader) -> None:
-    """The release arrives first (the reserve timed out): the late reserve is refused, no stock moves."""
+async def test_compensation_before_the_action_refuses_the_action(
+    settings: Settings, events: TopicReader
+) -> None:
+    """Release first (the reserve timed out): the late reserve is refused, no stock moves."""
     await seed_stock(settings, {"A": 10})
     comp, late = release("s6"), reserve("s6", {"A": 4})
     async with running(settings, inventory.build()):
@@ -148,8 +158,16 @@ async def test_release_repeated_gives_back_once(settings: Settings, events: Topi
         result = (await events.reply(cmd.message_id)).result
         c1, c2 = release("s8", result=result), release("s8", attempt=2, result=result)
         await produce(settings, [c1, c1, c2])
-        await events.until(lambda _: len(events.replies_to(c1.message_id)) == 2 and bool(events.replies_to(c2.message_id)))
-    assert all(isinstance(r, StepCompensated) for r in events.replies_to(c1.message_id) + events.replies_to(c2.message_id))
+        await events.until(
+            lambda _: (
+                len(events.replies_to(c1.message_id)) == 2
+                and bool(events.replies_to(c2.message_id))
+            )
+        )
+    assert all(
+        isinstance(r, StepCompensated)
+        for r in events.replies_to(c1.message_id) + events.replies_to(c2.message_id)
+    )
     ledgers = await snapshot(settings)
     assert ledgers.stock == {"A": 10} and ledgers.reserved == {"A": 0}
 
