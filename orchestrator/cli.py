@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from orchestrator import __version__
+from orchestrator.cli_ops import register as register_ops
 from orchestrator.doctor import run_doctor
 from participants.cli import inventory_app, participant_app
 from schemas.cli import app as schemas_app
@@ -16,6 +17,7 @@ app.add_typer(participant_app, name="participant")
 app.add_typer(inventory_app, name="inventory")
 orchestrator_app = typer.Typer(help="Run the orchestrator daemon.", no_args_is_help=True)
 app.add_typer(orchestrator_app, name="orchestrator")
+register_ops(app)  # status, list, stuck, retry/abort/resume, dlq ... (orchestrator/cli_ops.py)
 
 
 def _version(value: bool) -> None:

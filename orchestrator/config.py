@@ -21,6 +21,9 @@ class OrchestratorSettings(Settings):
     )
     saga_modules: list[str] = Field(default_factory=list, description="modules exposing SAGAS")
     infra_backoff_max_s: float = Field(default=5.0, gt=0, le=300)
+    # HTTP API, /metrics, /livez, /readyz (orchestrator/http.py); 0 = no HTTP server
+    http_port: int = Field(default=0, ge=0, le=65535)
+    http_host: str = "127.0.0.1"
 
     @property
     def group(self) -> str:

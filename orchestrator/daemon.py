@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -31,17 +31,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.decide import decide
 from orchestrator.core.definition import Registry
-from orchestrator.core.model import Event, SagaState, Start
+from orchestrator.core.model import Event, Reply, SagaState, Start
 from orchestrator.keys import Keys
 from orchestrator.logs import saga_extra
 from orchestrator.metrics import Metrics
 from orchestrator.relay import Relay
 from orchestrator.store import RedisStore, Write
+from orchestrator.tracing import log_extra, record_step_span, start_traceparent
 from orchestrator.translate import command_record, dedupe_id, to_event
 from schemas import codec
 from schemas.codec import DecodeError
 from schemas.dlq import H_TRUNCATED, dead_letter_headers, header
-from schemas.headers import H_MESSAGE_ID, H_MESSAGE_TYPE
+from schemas.headers import H_MESSAGE_ID, H_MESSAGE_TYPE, H_TRACEPARENT
 from schemas.messages import Envelope
 
 log = logging.getLogger("orchestrator")
@@ -57,6 +58,8 @@ class Input:
     record: ConsumerRecord[bytes, bytes]
     message: Envelope
     event: Event
+    #: ops: when the saga last changed before this input (step latency, tracing spans)
+    prev_updated_ms: int = 0
 
 
 @dataclass
@@ -116,11 +119,17 @@ class Orchestrator:
         self.consumer.subscribe([s.commands_topic, s.events_topic], listener=_Listener(self))
         relay = Relay(s, self.store, self.producer, self.stop_event, self.metrics)
         relay_task = asyncio.create_task(relay.run(), name="relay")
+        http = None  # ops: HTTP API, /metrics, /livez, /readyz (orchestrator/http.py)
         log.info(
             "orchestrator started",
             extra={"group": s.group, "topics": f"{s.commands_topic},{s.events_topic}"},
         )
         try:
+            if s.http_port:  # ops
+                from orchestrator.http import HttpApi
+
+                http = HttpApi(self)
+                await http.start()
             while not self.stop_event.is_set():
                 batch = await self.consumer.getmany(
                     timeout_ms=s.poll_timeout_ms, max_records=s.batch_max_records
@@ -133,6 +142,8 @@ class Orchestrator:
             log.info("stopping with a batch unfinished; it will be redelivered")
         finally:
             self.stop_event.set()
+            if http is not None:  # ops
+                await http.stop()
             await relay_task
             await self.consumer.stop()
             await self.producer.stop()
@@ -167,6 +178,9 @@ class Orchestrator:
                 poison.append(Poison(r, exc.kind, exc.reason))
                 continue
             event = to_event(msg)
+            if isinstance(event, Start):  # ops: the saga's trace: message, header, or new
+                tp = start_traceparent(event.traceparent, header(r.headers, H_TRACEPARENT))
+                event = replace(event, traceparent=tp)
             if event is not None:
                 inputs.append(Input(r, msg, event))
         self.metrics.inputs += len(inputs)
@@ -224,6 +238,7 @@ class Orchestrator:
         self, inp: Input, state: SagaState | None, now: int, poison: list[Poison]
     ) -> Write | None:
         msg = inp.message
+        inp.prev_updated_ms = state.updated_ms if state else 0  # ops: step latency
         definition = None
         if state is not None:
             definition = self.registry.version(state.saga_type, state.definition_version)
@@ -259,9 +274,15 @@ class Orchestrator:
     def _observe(self, inp: Input, w: Write) -> None:
         t = w.transition
         assert t.state is not None
-        extra = saga_extra(w.saga_id, t.state.correlation_id)
+        extra = saga_extra(w.saga_id, t.state.correlation_id) | log_extra(t.state.traceparent)
         log.info(t.note, extra=extra)
         self.metrics.observe(w.before_status, t, isinstance(inp.event, Start))
+        if isinstance(inp.event, Reply) and t.outcome == "applied" and inp.prev_updated_ms:
+            # ops: step latency = time since the saga's previous transition (command sent)
+            end = t.state.updated_ms
+            self.metrics.observe_step_latency(max(0, end - inp.prev_updated_ms) / 1000)
+            attrs = {"saga.id": w.saga_id, "saga.reply": inp.event.kind}
+            record_step_span(t.state.traceparent, inp.event.step, inp.prev_updated_ms, end, attrs)
 
     async def publish(self, writes: list[Write], poison: list[Poison]) -> None:
         assert self.producer is not None and self.store is not None

@@ -1,4 +1,9 @@
-"""Counters and a step-latency histogram, rendered in the Prometheus text format."""
+"""Counters and a step-latency histogram, rendered in the Prometheus text format.
+
+Counters live in the process (they restart at zero, as Prometheus counters may); gauges that
+describe the whole system (sagas by state, outbox depth) are read from Redis at scrape time and
+handed to `render` in a `Gauges`, so every orchestrator copy reports the same numbers for them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,42 @@ from dataclasses import dataclass, field
 from orchestrator.core.model import Status, Transition
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+#: (attribute, metric name, help) of every counter `render` writes
+COUNTERS = (
+    ("started", "saga_sagas_started_total", "Sagas started."),
+    ("completed", "saga_sagas_completed_total", "Sagas that completed every step."),
+    ("failed", "saga_sagas_failed_total", "Sagas that ended failed, their compensation finished."),
+    ("compensating", "saga_sagas_compensated_total", "Sagas that began compensating."),
+    (
+        "needs_intervention",
+        "saga_sagas_needs_intervention_total",
+        "Sagas whose compensation could not finish; a person must act.",
+    ),
+    ("inputs", "saga_inputs_total", "Inputs decoded (starts, replies, timers, operator commands)."),
+    ("duplicates", "saga_inputs_duplicate_total", "Inputs recognised as seen before."),
+    ("dead_lettered", "saga_dead_lettered_total", "Records sent to the dead-letter topic."),
+    ("commands_sent", "saga_commands_sent_total", "Commands published to participants."),
+    ("timers_fired", "saga_timers_fired_total", "Timer events produced (timeouts, retries)."),
+    (
+        "outbox_republished",
+        "saga_outbox_republished_total",
+        "Commands re-published from the outbox after a crash or a slow publish.",
+    ),
+    ("infra_errors", "saga_infra_errors_total", "Kafka or Redis errors (retried)."),
+)
+
+
+@dataclass
+class Gauges:
+    """Point-in-time values gathered at scrape time; None where the source did not answer."""
+
+    sagas_by_state: dict[str, int] | None = None
+    outbox_depth: int | None = None
+    #: (topic, partition) -> records not yet processed by this copy
+    consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    assigned_partitions: int = 0
+    redis_up: bool = True
 
 
 @dataclass
@@ -48,3 +89,49 @@ class Metrics:
     def observe_step_latency(self, seconds: float) -> None:
         self.step_latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
         self.step_latency_sum_s += seconds
+
+    def render(self, gauges: Gauges | None = None) -> str:
+        """The Prometheus text exposition format (version 0.0.4)."""
+        g = gauges or Gauges()
+        out: list[str] = []
+        for attr, name, text in COUNTERS:
+            _family(out, name, "counter", text)
+            out.append(f"{name} {getattr(self, attr)}")
+        name = "saga_step_latency_seconds"
+        _family(out, name, "histogram", "Time from a step's command to its applied reply.")
+        running = 0
+        for bound, count in zip(LATENCY_BUCKETS_S, self.step_latency_counts, strict=False):
+            running += count
+            out.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
+        running += self.step_latency_counts[-1]
+        out.append(f'{name}_bucket{{le="+Inf"}} {running}')
+        out.append(f"{name}_sum {self.step_latency_sum_s:.6f}")
+        out.append(f"{name}_count {running}")
+        if g.sagas_by_state is not None:
+            _family(out, "saga_sagas", "gauge", "Sagas by state, from the Redis state indexes.")
+            for state, n in sorted(g.sagas_by_state.items()):
+                out.append(f'saga_sagas{{state="{state}"}} {n}')
+        if g.outbox_depth is not None:
+            _family(out, "saga_outbox_depth", "gauge", "Commands written but not yet acknowledged.")
+            out.append(f"saga_outbox_depth {g.outbox_depth}")
+        _family(
+            out, "saga_consumer_lag", "gauge", "Input records not yet processed, per partition."
+        )
+        for (topic, partition), lag in sorted(g.consumer_lag.items()):
+            out.append(f'saga_consumer_lag{{topic="{_esc(topic)}",partition="{partition}"}} {lag}')
+        _family(out, "saga_consumer_lag_total", "gauge", "Sum of saga_consumer_lag.")
+        out.append(f"saga_consumer_lag_total {sum(g.consumer_lag.values())}")
+        _family(out, "saga_assigned_partitions", "gauge", "Input partitions this copy owns.")
+        out.append(f"saga_assigned_partitions {g.assigned_partitions}")
+        _family(out, "saga_redis_up", "gauge", "1 when Redis answered the scrape.")
+        out.append(f"saga_redis_up {1 if g.redis_up else 0}")
+        return "\n".join(out) + "\n"
+
+
+def _family(out: list[str], name: str, kind: str, text: str) -> None:
+    out.append(f"# HELP {name} {text}")
+    out.append(f"# TYPE {name} {kind}")
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,408 @@
+"""`saga` commands for operating sagas: start-order, status, list, stuck, retry, abort, resume,
+skip-compensation, and `saga dlq list|show|replay`.
+
+Each command builds settings (flags, else `SAGA_*` environment variables, else `.env`) and calls
+one function of `orchestrator.ops`. Output is a table for people, `--json` for scripts. Exit
+codes: 0 done, 1 unknown saga / refused / infrastructure unreachable, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import typer
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from orchestrator.config import OrchestratorSettings
+from orchestrator.errors import ConfigError
+from orchestrator.keys import Keys
+from orchestrator.ops import InputError, OpsError, dlq, intervene, kafka, validate
+from orchestrator.ops.orders import start_order as build_start_order
+from orchestrator.ops.query import SagaQuery, now_ms
+from orchestrator.ops.render import Output
+from orchestrator.sagas import load_registry
+
+dlq_app = typer.Typer(help="Inspect and replay the dead-letter topic.", no_args_is_help=True)
+
+_CONN = (
+    ("kafka", "--kafka", "Kafka bootstrap servers (SAGA_KAFKA_BOOTSTRAP_SERVERS).", str | None),
+    ("redis_url", "--redis", "Redis URL (SAGA_REDIS_URL).", str | None),
+    ("key_prefix", "--prefix", "Redis key prefix (SAGA_KEY_PREFIX).", str | None),
+    ("commands_topic", "--commands-topic", "SAGA_COMMANDS_TOPIC.", str | None),
+    ("events_topic", "--events-topic", "SAGA_EVENTS_TOPIC.", str | None),
+    ("dlq_topic", "--dlq-topic", "SAGA_DLQ_TOPIC.", str | None),
+)
+_INFRA = (RedisError, KafkaError, OSError, TimeoutError)
+
+
+def _injected() -> list[inspect.Parameter]:
+    params = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, flag, help=text, show_default=False),
+            annotation=kind,
+        )
+        for name, flag, text, kind in _CONN
+    ]
+    params.append(
+        inspect.Parameter(
+            "as_json",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(False, "--json", help="Machine-readable JSON output."),
+            annotation=bool,
+        )
+    )
+    return params
+
+
+def build_settings(**flags: Any) -> OrchestratorSettings:
+    values = {k: v for k, v in flags.items() if v is not None}
+    if "kafka" in values:
+        values["kafka_bootstrap_servers"] = values.pop("kafka")
+    try:
+        return OrchestratorSettings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InputError(f"invalid setting {where}: {err['msg']}") from None
+
+
+def ops_command(fn: Callable[..., Any]) -> Callable[..., None]:
+    """Add the connection options and `--json`, build settings, run the (async) body, and turn
+    every error into one line on stderr and a meaningful exit code."""
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name not in ("settings", "out")]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> None:
+        flags = {name: kwargs.pop(name) for name, *_ in _CONN}
+        out = Output(kwargs.pop("as_json"))
+        try:
+            settings = build_settings(**flags)
+            result = fn(settings=settings, out=out, **kwargs)
+            if inspect.iscoroutine(result):
+                asyncio.run(result)
+        except OpsError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except ConfigError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except _INFRA as exc:
+            typer.echo(
+                f"error: Kafka or Redis did not answer: {type(exc).__name__}: {exc}", err=True
+            )
+            raise typer.Exit(1) from None
+
+    wrapper.__signature__ = sig.replace(parameters=own + _injected())  # type: ignore[attr-defined]
+    return wrapper
+
+
+@contextlib.asynccontextmanager
+async def _query(settings: OrchestratorSettings) -> AsyncIterator[SagaQuery]:
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=10,
+        socket_connect_timeout=settings.connect_timeout_s,
+    )
+    try:
+        yield SagaQuery(redis, Keys(settings.key_prefix), load_registry(settings.saga_modules))
+    finally:
+        await redis.aclose()
+
+
+# ---- starting and reading ---------------------------------------------------------------------
+
+
+def _put(doc: dict[str, Any], camel: str, snake: str, value: object) -> None:
+    if value is not None:
+        doc.pop(snake, None)
+        doc[camel] = value
+
+
+def _item(text: str) -> dict[str, Any]:
+    sku, _, qty = text.partition(":")
+    if not sku or (qty and not qty.isdigit()):
+        raise InputError(f"invalid item {text[:40]!r}: use SKU or SKU:QUANTITY, e.g. sku-1:2")
+    return {"productId": sku, "quantity": int(qty or "1")}
+
+
+@ops_command
+async def start_order(
+    settings: OrchestratorSettings,
+    out: Output,
+    file: str | None = typer.Option(None, "--file", "-f", help="StartOrder as a JSON file."),
+    saga_id: str | None = typer.Option(None, "--saga-id", help="Default: generated."),
+    customer: str | None = typer.Option(None, "--customer"),
+    item: list[str] | None = typer.Option(None, "--item", help="SKU:QUANTITY, repeatable."),
+    amount: str | None = typer.Option(None, "--amount"),
+    currency: str | None = typer.Option(None, "--currency"),
+    payment_method: str | None = typer.Option(None, "--payment-method"),
+    address: str | None = typer.Option(None, "--address"),
+    traceparent: str | None = typer.Option(None, "--traceparent", help="W3C trace context."),
+) -> None:
+    """Start an order saga from a JSON file and/or flags (flags win); prints the saga id."""
+    doc = validate.json_file(file) if file else {}
+    if saga_id is not None:
+        _put(doc, "sagaId", "saga_id", validate.saga_id(saga_id))
+    _put(doc, "customerId", "customer_id", customer)
+    _put(doc, "items", "items", [_item(i) for i in item] if item else None)
+    _put(doc, "amount", "amount", amount)
+    _put(doc, "currency", "currency", currency)
+    _put(doc, "paymentMethod", "payment_method", payment_method)
+    _put(doc, "shippingAddress", "shipping_address", address)
+    msg = build_start_order(doc, traceparent)
+    async with kafka.producer(settings) as p:
+        await kafka.send(p, settings.commands_topic, msg, settings.output_format)
+    if out.as_json:
+        out.json({"sagaId": msg.saga_id, "messageId": msg.message_id})
+    else:
+        out.text(msg.saga_id)
+
+
+@ops_command
+async def status(
+    settings: OrchestratorSettings,
+    out: Output,
+    saga_id: str = typer.Argument(..., help="The saga id."),
+) -> None:
+    """State, steps and the timeline (the history stream) of one saga."""
+    sid = validate.saga_id(saga_id)
+    async with _query(settings) as q:
+        out.status(await q.status(sid))
+
+
+@ops_command
+async def list_sagas(
+    settings: OrchestratorSettings,
+    out: Output,
+    state: list[str] | None = typer.Option(None, "--state", help="Repeatable; default: all."),
+    saga_type: str | None = typer.Option(None, "--type"),
+    older_than: str | None = typer.Option(
+        None, "--older-than", help="In the state longer, e.g. 10m."
+    ),
+    limit: int = typer.Option(100, "--limit", min=1, max=100_000),
+) -> None:
+    """Sagas by state (oldest in their state first)."""
+    states = [validate.state(s) for s in state] if state else None
+    bound = validate.duration_ms(older_than) if older_than else 0
+    async with _query(settings) as q:
+        out.sagas(await q.find(states, saga_type, bound, limit))
+
+
+@ops_command
+async def stuck(
+    settings: OrchestratorSettings,
+    out: Output,
+    older_than: str = typer.Option("10m", "--older-than", help="No progress for longer than this."),
+    limit: int = typer.Option(1000, "--limit", min=1, max=100_000),
+) -> None:
+    """Sagas not final and without any progress for longer than the bound."""
+    bound = validate.duration_ms(older_than)
+    async with _query(settings) as q:
+        out.sagas(await q.stuck(bound, limit))
+
+
+# ---- manual intervention ----------------------------------------------------------------------
+
+
+async def _intervene(
+    settings: OrchestratorSettings,
+    out: Output,
+    saga_id: str,
+    action: intervene.Action,
+    step: str | None,
+    reason: str,
+    operator: str | None,
+    wait_s: float,
+) -> None:
+    sid = validate.saga_id(saga_id)
+    async with _query(settings) as q:
+        before = await q.status(sid)
+        msg = intervene.command(before, action, step=step, reason=reason, operator=operator)
+        async with kafka.producer(settings) as p:
+            await kafka.send(p, settings.events_topic, msg, settings.output_format)
+        after = before
+        if wait_s > 0:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_s
+            while after.version == before.version and loop.time() < deadline:
+                await asyncio.sleep(0.1)  # polling Redis for the daemon's write, with a deadline
+                after = await q.status(sid)
+    doc = {
+        "sagaId": sid,
+        "action": action,
+        "messageId": msg.message_id,
+        "state": after.state,
+        "applied": after.version != before.version,
+    }
+    if out.as_json:
+        out.json(doc)
+    elif wait_s > 0 and not doc["applied"]:
+        out.text(f"sent {action} for {sid}; not applied within {wait_s:g}s (state {after.state})")
+    else:
+        tail = f"; saga is now {after.state}" if doc["applied"] else ""
+        out.text(f"sent {action.replace('_', '-')} for {sid} (message id {msg.message_id}){tail}")
+
+
+_OPERATOR = typer.Option(None, "--operator", help="Who acts (default: the login name).")
+_WAIT = typer.Option(0.0, "--wait", min=0, max=3600, help="Seconds to wait for it to apply.")
+_ID = typer.Argument(..., help="The saga id.")
+
+
+@ops_command
+async def retry(
+    settings: OrchestratorSettings,
+    out: Output,
+    saga_id: str = _ID,
+    reason: str = typer.Option("", "--reason"),
+    operator: str | None = _OPERATOR,
+    wait: float = _WAIT,
+) -> None:
+    """Re-issue the current step (going forward) or the current compensation (going back)."""
+    await _intervene(settings, out, saga_id, "retry", None, reason, operator, wait)
+
+
+@ops_command
+async def abort(
+    settings: OrchestratorSettings,
+    out: Output,
+    saga_id: str = _ID,
+    reason: str = typer.Option("", "--reason"),
+    operator: str | None = _OPERATOR,
+    wait: float = _WAIT,
+) -> None:
+    """Stop going forward and compensate the finished steps now."""
+    await _intervene(settings, out, saga_id, "abort", None, reason, operator, wait)
+
+
+@ops_command
+async def resume(
+    settings: OrchestratorSettings,
+    out: Output,
+    saga_id: str = _ID,
+    reason: str = typer.Option("", "--reason"),
+    operator: str | None = _OPERATOR,
+    wait: float = _WAIT,
+) -> None:
+    """Leave needs_intervention once the cause is fixed: the compensation is issued again."""
+    await _intervene(settings, out, saga_id, "resume", None, reason, operator, wait)
+
+
+@ops_command
+async def skip_compensation(
+    settings: OrchestratorSettings,
+    out: Output,
+    saga_id: str = _ID,
+    step: str = typer.Option(..., "--step", help="The step compensated."),
+    reason: str = typer.Option(..., "--reason", help="What was done."),
+    operator: str | None = _OPERATOR,
+    wait: float = _WAIT,
+) -> None:
+    """Record a compensation done by hand (with the reason, in the history) and go on."""
+    await _intervene(settings, out, saga_id, "skip_compensation", step, reason, operator, wait)
+
+
+# ---- dead letters -----------------------------------------------------------------------------
+
+
+def _filter(reason: str | None, since: str | None, saga: str | None) -> dlq.Filter:
+    return dlq.Filter(
+        reason=reason,
+        since_ms=validate.since_ms(since, now_ms()) if since else None,
+        saga=validate.saga_id(saga) if saga else None,
+    )
+
+
+_REASON = typer.Option(None, "--reason", help="Error class or message contains this.")
+_SINCE = typer.Option(None, "--since", help="Dead-lettered within (1h) or after (ISO time).")
+_SAGA = typer.Option(None, "--saga", help="Only this saga id.")
+
+
+@ops_command
+async def dlq_list(
+    settings: OrchestratorSettings,
+    out: Output,
+    reason: str | None = _REASON,
+    since: str | None = _SINCE,
+    saga: str | None = _SAGA,
+) -> None:
+    """Dead letters with their reason, oldest first per partition."""
+    flt = _filter(reason, since, saga)
+    out.letters(await dlq.read(settings, flt))
+
+
+@ops_command
+async def dlq_show(
+    settings: OrchestratorSettings,
+    out: Output,
+    position: str = typer.Argument(..., help="<partition>:<offset>"),
+) -> None:
+    """One dead letter in full: key, value, original and reason headers."""
+    partition, offset = validate.position(position)
+    out.letter(await dlq.get(settings, partition, offset))
+
+
+@ops_command
+async def dlq_replay(
+    settings: OrchestratorSettings,
+    out: Output,
+    position: str | None = typer.Argument(None, help="<partition>:<offset> of one record."),
+    reason: str | None = _REASON,
+    since: str | None = _SINCE,
+    saga: str | None = _SAGA,
+    replay_all: bool = typer.Option(False, "--all", help="Every record (no filter)."),
+    value_file: str | None = typer.Option(
+        None, "--value-file", help="Replace the value (one record)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be sent; send nothing."),
+    rate: float | None = typer.Option(None, "--rate", help="At most N records per second."),
+) -> None:
+    """Put dead letters back on their original topic; safe to run twice (deduplicated by id)."""
+    pos = validate.position(position) if position else None
+    flt = _filter(reason, since, saga)
+    if rate is not None and not 0 < rate <= 100_000:
+        raise InputError("--rate must be a number of records per second in (0, 100000]")
+    value = None
+    if value_file is not None:
+        value = validate.read_file(value_file, settings.max_message_bytes)
+        validate.json_object(value, value_file)
+        if pos is None:
+            raise InputError("--value-file replaces the value of one record: give its position")
+    if pos is None and flt.empty and not replay_all:
+        raise InputError("say what to replay: a position, --reason/--since/--saga, or --all")
+    if pos is not None:
+        letters = [await dlq.get(settings, *pos)]
+        letters = [d for d in letters if flt.matches(d)]
+    else:
+        letters = await dlq.read(settings, flt)
+    planned = dlq.plan(letters, value)
+    if not dry_run and planned:
+        async with kafka.producer(settings) as p:
+            await dlq.send(p, planned, rate)
+    out.replayed(planned, dry_run)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the operations commands on the `saga` app."""
+    app.command("start-order")(start_order)
+    app.command("status")(status)
+    app.command("list")(list_sagas)
+    app.command("stuck")(stuck)
+    app.command("retry")(retry)
+    app.command("abort")(abort)
+    app.command("resume")(resume)
+    app.command("skip-compensation")(skip_compensation)
+    dlq_app.command("list")(dlq_list)
+    dlq_app.command("show")(dlq_show)
+    dlq_app.command("replay")(dlq_replay)
+    app.add_typer(dlq_app, name="dlq")
