@@ -52,14 +52,17 @@ class WorkerStats:
     skipped: int = 0
     errors: int = 0  # SDK-level failures (a bug); the command got no reply
     commits: int = 0
+    infra_retries: int = 0  # waits for Redis or Kafka to come back
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
 class Infra:
     """Retry an operation while Redis or Kafka is unreachable, with capped exponential backoff."""
 
-    def __init__(self, stop: asyncio.Event, max_backoff_s: float, log: logging.Logger) -> None:
-        self.stop, self.max_backoff_s, self.log = stop, max_backoff_s, log
+    def __init__(
+        self, stop: asyncio.Event, max_backoff_s: float, log: logging.Logger, stats: WorkerStats
+    ) -> None:
+        self.stop, self.max_backoff_s, self.log, self.stats = stop, max_backoff_s, log, stats
 
     async def pause(self, delay_s: float) -> bool:
         """Sleep unless stopped first; True when a stop was requested."""
@@ -75,6 +78,7 @@ class Infra:
             try:
                 return await fn()
             except INFRA_ERRORS as exc:
+                self.stats.infra_retries += 1
                 if self.stop.is_set():
                     raise Abandon(what) from exc
                 self.log.warning(

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from participants.context import Effects, Scalar
 from participants.keys import SdkKeys
 from participants.outcome import Outcome
-from participants.scripts import COMMIT, FAULT_TAKE, GuardedScript, ScriptCache
+from participants.scripts import COMMIT, FAULT_TAKE, Coalescer, GuardedScript, ScriptCache
 from schemas.messages import SagaCommand
 
 
@@ -36,6 +36,7 @@ class Store:
         self.keys = keys
         self.ttl_s = ttl_s
         self.scripts = ScriptCache(redis)
+        self.coalescer = Coalescer(redis)
 
     async def lookup(self, commands: Sequence[SagaCommand]) -> tuple[list[Known], dict[str, str]]:
         """One round trip for the whole batch: each command's stored outcome, done record and
@@ -69,8 +70,8 @@ class Store:
             self.keys.tombstone(cmd.saga_id, cmd.step),
         ]
         guard_args: list[Scalar] = ["1" if cmd.compensation else "0", self.ttl_s]
-        status_and_outcome = await self.scripts.get(script.source)(
-            keys=[*guard_keys, *keys], args=[*guard_args, *args]
+        status_and_outcome = await self.coalescer.call(
+            self.scripts.get(script.source), [*guard_keys, *keys], [*guard_args, *args]
         )
         return Outcome.from_json(status_and_outcome[1])
 

@@ -48,7 +48,7 @@ class Worker:
         self.rng = rng or random.Random()
         self.stats = WorkerStats()
         self.log = logging.getLogger(f"participants.{participant.name}")
-        self.infra = Infra(stop, options.max_backoff_s, self.log)
+        self.infra = Infra(stop, options.max_backoff_s, self.log, self.stats)
         # Set while no batch is in progress; a rebalance waits for it (see _Rebalance).
         self.idle = asyncio.Event()
         self.idle.set()

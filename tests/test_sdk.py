@@ -277,3 +277,17 @@ async def test_stop_finishes_and_commits(settings: Settings, events: TopicReader
         await produce(settings, [marker])
         await events.reply(marker.message_id)
         assert second.stats.handled + second.stats.replayed == 1
+
+
+async def test_avro_commands_and_replies(settings: Settings) -> None:
+    """With output_format=avro, Avro commands are understood and replies are Avro too."""
+    avro_settings = settings.model_copy(update={"output_format": "avro"})
+    cmd = do("v1")
+    async with (
+        TopicReader(avro_settings, settings.events_topic) as events,
+        running(avro_settings, demo()),
+    ):
+        await produce(avro_settings, [cmd])
+        reply = await events.reply(cmd.message_id)
+    assert isinstance(reply, StepCompleted)
+    assert events.seen[0].value[0] == 0  # Confluent framing
