@@ -131,10 +131,17 @@ def _consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def _partitions(c: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    if topic not in await c.topics():
+async def _partitions(c: AIOKafkaConsumer, topic: str, timeout_s: float) -> list[TopicPartition]:
+    """Every partition of the topic, assigned to this group-less consumer."""
+    if topic not in await c.topics():  # checked first: subscribing could auto-create it
         raise NotFoundError(f"dead-letter topic {topic!r} does not exist")
-    return [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+    c.subscribe([topic])  # without a group: all partitions, assigned once metadata arrives
+    deadline = time.monotonic() + timeout_s
+    while not c.assignment():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no partition metadata for {topic!r}")
+        await asyncio.sleep(0.01)  # polling the client's metadata, with a deadline
+    return sorted(c.assignment())
 
 
 def _letter(r: Any) -> DeadLetter:
@@ -148,10 +155,7 @@ async def read(
     c = _consumer(settings)
     await c.start()
     try:
-        tps = await _partitions(c, settings.dlq_topic)
-        if not tps:
-            return []
-        c.assign(tps)
+        tps = await _partitions(c, settings.dlq_topic, timeout_s)
         end = await c.end_offsets(tps)
         await c.seek_to_beginning(*tps)
         out: list[DeadLetter] = []
@@ -178,11 +182,10 @@ async def get(settings: Settings, partition: int, offset: int, timeout_s: float 
     c = _consumer(settings)
     await c.start()
     try:
-        tps = await _partitions(c, settings.dlq_topic)
+        tps = await _partitions(c, settings.dlq_topic, timeout_s)
         tp = TopicPartition(settings.dlq_topic, partition)
         if tp not in tps:
             raise NotFoundError(f"the dead-letter topic has no partition {partition}")
-        c.assign([tp])
         begin = (await c.beginning_offsets([tp]))[tp]
         end = (await c.end_offsets([tp]))[tp]
         if not begin <= offset < end:
@@ -229,6 +232,8 @@ class Replayed:
     headers: Headers
     value: bytes | None
     sent: bool
+    #: "topic:partition:offset" the replayed record got
+    sent_to: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -237,6 +242,7 @@ class Replayed:
             "topic": self.topic,
             "messageId": header(self.headers, H_MESSAGE_ID),
             "sent": self.sent,
+            "sentTo": self.sent_to,
         }
 
 
@@ -274,5 +280,6 @@ async def send(
             ahead = started + i * interval - time.monotonic()
             if ahead > 0:
                 await sleep(ahead)  # pacing the replay, not waiting for a condition
-        await producer.send_and_wait(r.topic, r.value, r.letter.key, headers=r.headers)
+        meta = await producer.send_and_wait(r.topic, r.value, r.letter.key, headers=r.headers)
         r.sent = True
+        r.sent_to = f"{meta.topic}:{meta.partition}:{meta.offset}"

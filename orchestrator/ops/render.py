@@ -143,7 +143,7 @@ class Output:
         for r in items:
             doc = r.to_json()
             self.text(
-                f"{verb} {doc['position']} -> {doc['topic']} "
+                f"{verb} {doc['position']} -> {doc['sentTo'] or doc['topic']} "
                 f"(saga {doc['sagaId'] or '-'}, message id {doc['messageId']})"
             )
         self.text(f"{len(items)} record(s) {verb}")
