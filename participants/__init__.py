@@ -1,1 +1,2 @@
-"""Participant SDK and the sample workers (inventory, payment, shipping, notification)."""
+"""Participant SDK (`participants.sdk`) and the sample workers (`participants.workers`:
+inventory, payment, shipping, notification). See docs/PARTICIPANTS.md."""
