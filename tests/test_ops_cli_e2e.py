@@ -198,6 +198,8 @@ async def test_skip_compensation_records_the_reason(settings: Settings, reader: 
             "refunded by hand in the PSP",
             "--operator",
             "alice",
+            "--wait",
+            "30",
         )
         assert done.code == 0, done.err
         assert (await reader.wait_final([sid]))[sid] == "failed"
