@@ -68,15 +68,16 @@ def record_step_span(
     start_ms: int,
     end_ms: int,
     attributes: dict[str, Any] | None = None,
+    tracer: Any = None,
 ) -> None:
     """Export one span for a step (command sent -> reply applied); a no-op without OpenTelemetry
-    or without a valid traceparent."""
+    or without a valid traceparent. `tracer` defaults to the global provider's."""
     if _otel_trace is None or TraceContextTextMapPropagator is None:
         return
     if not is_valid_traceparent(traceparent):
         return
     ctx = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
-    tracer = _otel_trace.get_tracer("saga-orchestrator")
+    tracer = tracer or _otel_trace.get_tracer("saga-orchestrator")
     span = tracer.start_span(
         f"saga step {step}",
         context=ctx,

@@ -73,16 +73,13 @@ def test_step_span_is_a_child_of_the_saga_trace() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    original = tracing._otel_trace.get_tracer
-    tracing._otel_trace.get_tracer = provider.get_tracer  # type: ignore[method-assign]
-    try:
-        tracing.record_step_span(TP_FIELD, "process_payment", 1_000, 1_250, {"saga.id": "s"})
-    finally:
-        tracing._otel_trace.get_tracer = original  # type: ignore[method-assign]
+    tracer = provider.get_tracer("test")
+    tracing.record_step_span(TP_FIELD, "process_payment", 1_000, 1_250, {"saga.id": "s"}, tracer)
     [span] = exporter.get_finished_spans()
     assert span.name == "saga step process_payment"
     assert format(span.context.trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert span.parent is not None and format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert span.end_time is not None and span.start_time is not None
     assert span.end_time - span.start_time == 250_000_000
 
 
