@@ -154,23 +154,26 @@ class BatchProcessor:
             # What earlier commands of this saga settled in this batch, which `known` (read
             # before the batch ran) cannot show: a repeat, a done step, a tombstone.
             seen: dict[str, Outcome] = {}
-            settled: set[tuple[str, bool]] = set()
+            done: set[tuple[str, bool]] = set()  # (step, compensation) that succeeded
+            tombstoned: set[str] = set()  # steps whose compensation ran
             async with limit:
                 for i in indexes:
                     cmd = commands[i]
                     k = known[i]
                     if cmd.message_id in seen:
                         k = Known(seen[cmd.message_id], True, False)
-                    elif (cmd.step, cmd.compensation) in settled or (
-                        not cmd.compensation and (cmd.step, True) in settled
-                    ):
-                        k = Known(None, True, True)
+                    elif (cmd.step, cmd.compensation) in done:
+                        k = Known(None, True, False)
+                    elif not cmd.compensation and cmd.step in tombstoned:
+                        k = Known(None, False, True)
                     outcome = await self._one(cmd, k, fault_conf)
                     if outcome is None:
                         continue
                     seen[cmd.message_id] = outcome
-                    if outcome.kind != "failed" or cmd.compensation:
-                        settled.add((cmd.step, cmd.compensation))
+                    if outcome.kind != "failed":
+                        done.add((cmd.step, cmd.compensation))
+                    if cmd.compensation:
+                        tombstoned.add(cmd.step)
                     try:
                         await self._reply(cmd, outcome, sends)
                     except Abandon:

@@ -61,6 +61,8 @@ def demo() -> Participant:
 
     @svc.compensation("Undo")
     async def undo(cmd: SagaCommand, ctx: Context) -> None:
+        if cmd.data.get("mode") == "flaky" and cmd.attempt == 1:
+            raise RetryableError("not yet")
         ctx.tx.hincrby(ctx.key("count"), "undone")
 
     return svc
@@ -291,3 +293,22 @@ async def test_avro_commands_and_replies(settings: Settings) -> None:
         reply = await events.reply(cmd.message_id)
     assert isinstance(reply, StepCompleted)
     assert events.seen[0].value[0] == 0  # Confluent framing
+
+
+async def test_failed_compensation_then_retry_in_one_batch(
+    settings: Settings, events: TopicReader
+) -> None:
+    """Compensation attempt 1 fails, attempt 2 (same batch) runs and succeeds; the forward
+    action after them is refused."""
+    c1, c2 = (
+        command("b1", "demo", "Undo", "work", attempt=n, compensation=True, data={"mode": "flaky"})
+        for n in (1, 2)
+    )
+    late = do("b1")
+    await produce(settings, [c1, c2, late])  # before the worker starts: one batch
+    async with running(settings, demo()):
+        replies = await events.replies([c1.message_id, c2.message_id, late.message_id])
+    assert isinstance(replies[c1.message_id], StepFailed) and replies[c1.message_id].compensation
+    assert isinstance(replies[c2.message_id], StepCompensated)
+    assert isinstance(replies[late.message_id], StepFailed)
+    assert "refused" in replies[late.message_id].reason
