@@ -36,6 +36,7 @@ from orchestrator.keys import Keys
 from orchestrator.logs import saga_extra
 from orchestrator.metrics import Metrics
 from orchestrator.relay import Relay
+from orchestrator.statecodec import to_fields
 from orchestrator.store import RedisStore, Write
 from orchestrator.tracing import log_extra, record_step_span, start_traceparent
 from orchestrator.translate import command_record, dedupe_id, to_event
@@ -216,8 +217,10 @@ class Orchestrator:
                 w = self._decide(inp, states[sid], now, poison)
                 if w is not None:
                     writes.append((inp, w))
+                    w.before_fields = raws[sid]
                     if w.transition.outcome == "applied":
                         states[sid] = w.transition.state
+                        raws[sid] = w.fields
             results = await self.store.apply([w for _, w in writes])
             todo = []
             for (inp, w), res in zip(writes, results, strict=True):
@@ -269,6 +272,7 @@ class Orchestrator:
             offset=r.offset,
             outbox=outbox,
             event_name=type(msg).__name__,
+            fields=to_fields(t.state, d) if t.outcome == "applied" else {},
         )
 
     def _observe(self, inp: Input, w: Write) -> None:

@@ -58,7 +58,7 @@ def to_fields(state: SagaState, definition: SagaDefinition) -> dict[str, str]:
     return fields
 
 
-def _decode(raw: dict[Any, Any]) -> dict[str, str]:
+def decode_fields(raw: dict[Any, Any]) -> dict[str, str]:
     return {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
         for k, v in raw.items()
@@ -66,14 +66,14 @@ def _decode(raw: dict[Any, Any]) -> dict[str, str]:
 
 
 def saga_type_of(raw: dict[Any, Any]) -> tuple[str, int] | None:
-    f = _decode(raw)
+    f = decode_fields(raw)
     if "type" not in f:
         return None
     return f["type"], int(f.get("definition_version", "1"))
 
 
 def from_fields(raw: dict[Any, Any], definition: SagaDefinition) -> SagaState:
-    f = _decode(raw)
+    f = decode_fields(raw)
     steps = []
     for sd in definition.steps:
         p = f"step.{sd.name}."
