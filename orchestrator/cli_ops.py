@@ -9,116 +9,18 @@ codes: 0 done, 1 unknown saga / refused / infrastructure unreachable, 2 bad inpu
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import inspect
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import typer
-from aiokafka.errors import KafkaError
-from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from orchestrator.config import OrchestratorSettings
-from orchestrator.errors import ConfigError
-from orchestrator.keys import Keys
-from orchestrator.ops import InputError, OpsError, dlq, intervene, kafka, validate
+from orchestrator.ops import InputError, dlq, intervene, kafka, validate
+from orchestrator.ops.command import ops_command, saga_query
 from orchestrator.ops.orders import start_order as build_start_order
-from orchestrator.ops.query import SagaQuery, now_ms
+from orchestrator.ops.query import now_ms
 from orchestrator.ops.render import Output
-from orchestrator.sagas import load_registry
 
 dlq_app = typer.Typer(help="Inspect and replay the dead-letter topic.", no_args_is_help=True)
-
-_CONN = (
-    ("kafka", "--kafka", "Kafka bootstrap servers (SAGA_KAFKA_BOOTSTRAP_SERVERS).", str | None),
-    ("redis_url", "--redis", "Redis URL (SAGA_REDIS_URL).", str | None),
-    ("key_prefix", "--prefix", "Redis key prefix (SAGA_KEY_PREFIX).", str | None),
-    ("commands_topic", "--commands-topic", "SAGA_COMMANDS_TOPIC.", str | None),
-    ("events_topic", "--events-topic", "SAGA_EVENTS_TOPIC.", str | None),
-    ("dlq_topic", "--dlq-topic", "SAGA_DLQ_TOPIC.", str | None),
-)
-_INFRA = (RedisError, KafkaError, OSError, TimeoutError)
-
-
-def _injected() -> list[inspect.Parameter]:
-    params = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(None, flag, help=text, show_default=False),
-            annotation=kind,
-        )
-        for name, flag, text, kind in _CONN
-    ]
-    params.append(
-        inspect.Parameter(
-            "as_json",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(False, "--json", help="Machine-readable JSON output."),
-            annotation=bool,
-        )
-    )
-    return params
-
-
-def build_settings(**flags: Any) -> OrchestratorSettings:
-    values = {k: v for k, v in flags.items() if v is not None}
-    if "kafka" in values:
-        values["kafka_bootstrap_servers"] = values.pop("kafka")
-    try:
-        return OrchestratorSettings(**values)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise InputError(f"invalid setting {where}: {err['msg']}") from None
-
-
-def ops_command(fn: Callable[..., Any]) -> Callable[..., None]:
-    """Add the connection options and `--json`, build settings, run the (async) body, and turn
-    every error into one line on stderr and a meaningful exit code."""
-    sig = inspect.signature(fn, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name not in ("settings", "out")]
-
-    @functools.wraps(fn)
-    def wrapper(**kwargs: Any) -> None:
-        flags = {name: kwargs.pop(name) for name, *_ in _CONN}
-        out = Output(kwargs.pop("as_json"))
-        try:
-            settings = build_settings(**flags)
-            result = fn(settings=settings, out=out, **kwargs)
-            if inspect.iscoroutine(result):
-                asyncio.run(result)
-        except OpsError as exc:
-            typer.echo(f"error: {exc.message}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-        except ConfigError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except _INFRA as exc:
-            typer.echo(
-                f"error: Kafka or Redis did not answer: {type(exc).__name__}: {exc}", err=True
-            )
-            raise typer.Exit(1) from None
-
-    wrapper.__signature__ = sig.replace(parameters=own + _injected())  # type: ignore[attr-defined]
-    return wrapper
-
-
-@contextlib.asynccontextmanager
-async def _query(settings: OrchestratorSettings) -> AsyncIterator[SagaQuery]:
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=10,
-        socket_connect_timeout=settings.connect_timeout_s,
-    )
-    try:
-        yield SagaQuery(redis, Keys(settings.key_prefix), load_registry(settings.saga_modules))
-    finally:
-        await redis.aclose()
-
 
 # ---- starting and reading ---------------------------------------------------------------------
 
@@ -177,7 +79,7 @@ async def status(
 ) -> None:
     """State, steps and the timeline (the history stream) of one saga."""
     sid = validate.saga_id(saga_id)
-    async with _query(settings) as q:
+    async with saga_query(settings) as q:
         out.status(await q.status(sid))
 
 
@@ -195,7 +97,7 @@ async def list_sagas(
     """Sagas by state (oldest in their state first)."""
     states = [validate.state(s) for s in state] if state else None
     bound = validate.duration_ms(older_than) if older_than else 0
-    async with _query(settings) as q:
+    async with saga_query(settings) as q:
         out.sagas(await q.find(states, saga_type, bound, limit))
 
 
@@ -208,7 +110,7 @@ async def stuck(
 ) -> None:
     """Sagas not final and without any progress for longer than the bound."""
     bound = validate.duration_ms(older_than)
-    async with _query(settings) as q:
+    async with saga_query(settings) as q:
         out.sagas(await q.stuck(bound, limit))
 
 
@@ -226,7 +128,7 @@ async def _intervene(
     wait_s: float,
 ) -> None:
     sid = validate.saga_id(saga_id)
-    async with _query(settings) as q:
+    async with saga_query(settings) as q:
         before = await q.status(sid)
         msg = intervene.command(before, action, step=step, reason=reason, operator=operator)
         async with kafka.producer(settings) as p:
