@@ -60,7 +60,10 @@ def test_bad_saga_id_for_skip_compensation_and_filters() -> None:
     assert_input_error(["start-order", "--saga-id", "a b"], "invalid saga id")
 
 
-@pytest.mark.parametrize("pos", ["1-2", "a:b", "1:", ":5", "1:2:3", "x1:4", "0:99999999999999999999"])
+BAD_POSITIONS = ["1-2", "a:b", "1:", ":5", "1:2:3", "x1:4", "0:99999999999999999999"]
+
+
+@pytest.mark.parametrize("pos", BAD_POSITIONS)
 def test_bad_positions(pos: str) -> None:
     """A dead-letter position is <partition>:<offset>."""
     assert_input_error(["dlq", "show", pos], "invalid position")
