@@ -156,11 +156,26 @@ class Orchestrator:
 
     # ---- one batch ----
     async def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        t0 = time.perf_counter()
         inputs, poison = self.decode(records)
+        t1 = time.perf_counter()
         writes, more_poison = await self._retrying("apply to redis", lambda: self.apply(inputs))
         poison += more_poison
+        t2 = time.perf_counter()
         await self._retrying("publish", lambda: self.publish(writes, poison))
+        t3 = time.perf_counter()
         await self.commit(records)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "batch of %d records, %d inputs: decode %.1f ms, apply %.1f ms, publish %.1f ms,"
+                " commit %.1f ms",
+                len(records),
+                len(inputs),
+                (t1 - t0) * 1000,
+                (t2 - t1) * 1000,
+                (t3 - t2) * 1000,
+                (time.perf_counter() - t3) * 1000,
+            )
 
     def decode(
         self, records: list[ConsumerRecord[bytes, bytes]]

@@ -226,7 +226,7 @@ async def orchestrated(s: Settings, tag: str, n: int, logdir: Path) -> dict[str,
         SAGA_EVENTS_TOPIC=topics["events"],
         SAGA_DLQ_TOPIC=topics["dlq"],
         SAGA_KEY_PREFIX=prefix,
-        SAGA_LOG_LEVEL="WARNING",
+        SAGA_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
     )
     saga = [sys.executable, "-m", "orchestrator.cli"]
     redis = Redis.from_url(s.redis_url, decode_responses=True)

@@ -6,9 +6,10 @@
 -- ARGV: 1 message id ('' = no dedupe), 2 expected version, 3 outcome ('applied'|'ignored'),
 --       4 saga id, 5 time entered the new state (ms), 6 state changed ('1'|'0'),
 --       7 offset field, 8 offset, 9 final ('1'|'0'), 10 retention seconds (0 = keep),
---       then: n fields, field/value pairs; n history pairs, pairs;
---             n outbox entries, (key, value, headers) triples;
---             n timers, (score, member) pairs; n cancelled timers, members.
+--       11 hash fields, 12 history fields, 13 timers to set (score, member, ...),
+--       14 timers to cancel: each a JSON array of strings (one argument instead of dozens:
+--       packing arguments is the client's main cost);
+--       then the outbox entries as (key, value, headers) triples, binary-safe.
 -- Returns {1, outbox ids...} when applied, {0} for an input seen before,
 --         {-1, current version} when another writer got there first.
 
@@ -21,35 +22,25 @@ if current ~= tonumber(ARGV[2]) then
   return {-1, current}
 end
 
-local i = 11
-local n = tonumber(ARGV[i]); i = i + 1
-if n > 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, i + 2 * n - 1))
+local fields = cjson.decode(ARGV[11])
+if #fields > 0 then
+  redis.call('HSET', KEYS[1], unpack(fields))
 end
-i = i + 2 * n
-
-n = tonumber(ARGV[i]); i = i + 1
-if n > 0 then
-  redis.call('XADD', KEYS[2], '*', unpack(ARGV, i, i + 2 * n - 1))
+local history = cjson.decode(ARGV[12])
+if #history > 0 then
+  redis.call('XADD', KEYS[2], '*', unpack(history))
 end
-i = i + 2 * n
-
 local result = {1}
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
+for i = 15, #ARGV, 3 do
   result[#result + 1] = redis.call('XADD', KEYS[4], '*', 'k', ARGV[i], 'v', ARGV[i + 1], 'h', ARGV[i + 2])
-  i = i + 3
 end
-
-n = tonumber(ARGV[i]); i = i + 1
-if n > 0 then
-  redis.call('ZADD', KEYS[5], unpack(ARGV, i, i + 2 * n - 1))
+local timers = cjson.decode(ARGV[13])
+if #timers > 0 then
+  redis.call('ZADD', KEYS[5], unpack(timers))
 end
-i = i + 2 * n
-
-n = tonumber(ARGV[i]); i = i + 1
-if n > 0 then
-  redis.call('ZREM', KEYS[5], unpack(ARGV, i, i + n - 1))
+local cancel = cjson.decode(ARGV[14])
+if #cancel > 0 then
+  redis.call('ZREM', KEYS[5], unpack(cancel))
 end
 
 if msg ~= '' then
