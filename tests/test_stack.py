@@ -7,6 +7,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -22,9 +23,27 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-async def test_aiokafka_round_trip(infra: Infra) -> None:
-    topic = _unique("stack-aiokafka")
-    create_topics(infra.bootstrap, [topic], 2)
+@pytest.fixture
+def new_topic(infra: Infra) -> Iterator[Callable[[str], str]]:
+    """Create uniquely named topics; delete them afterwards (thousands of leftover partitions
+    slow the broker's restart and grow its memory)."""
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        name = _unique(prefix)
+        create_topics(infra.bootstrap, [name], 2)
+        made.append(name)
+        return name
+
+    yield make
+    if made:
+        admin = AdminClient({"bootstrap.servers": infra.bootstrap})  # alive until resolved
+        for future in admin.delete_topics(made, operation_timeout=30).values():
+            future.result(timeout=60)
+
+
+async def test_aiokafka_round_trip(infra: Infra, new_topic: Callable[[str], str]) -> None:
+    topic = new_topic("stack-aiokafka")
     producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap, acks="all")
     await producer.start()
     try:
@@ -45,9 +64,8 @@ async def test_aiokafka_round_trip(infra: Infra) -> None:
     assert (record.key, record.value) == (b"k1", b"hello from aiokafka")
 
 
-def test_confluent_kafka_round_trip(infra: Infra) -> None:
-    topic = _unique("stack-confluent")
-    create_topics(infra.bootstrap, [topic], 2)
+def test_confluent_kafka_round_trip(infra: Infra, new_topic: Callable[[str], str]) -> None:
+    topic = new_topic("stack-confluent")
     delivered: list[str | None] = []
     producer = Producer({"bootstrap.servers": infra.bootstrap, "acks": "all"})
     producer.produce(
