@@ -19,7 +19,9 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
-        validation_alias=AliasChoices("SAGA_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        validation_alias=AliasChoices(
+            "SAGA_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"
+        ),
     )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",

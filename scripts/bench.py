@@ -8,8 +8,8 @@ Usage: scripts/bench [--sagas N] [--pings N] [--chains N]
 from __future__ import annotations
 
 import argparse
-import itertools
 import asyncio
+import itertools
 import os
 import signal
 import statistics
@@ -344,12 +344,11 @@ async def main() -> None:
     for k, v in codec_us.items():
         print(f"- {k}: {v:.1f}")
     print("\n## baseline: aiokafka ping-pong + one Redis round trip per step")
-    print(
-        f"- steps/s: {base['steps_per_s']:.0f}  p50 {base['p50_ms']:.1f} ms  p99 {base['p99_ms']:.1f} ms"
-    )
+    b, o = base, orch
+    print(f"- steps/s: {b['steps_per_s']:.0f}  p50 {b['p50_ms']:.1f} ms  p99 {b['p99_ms']:.1f} ms")
     print("\n## orchestrator: order sagas (4 steps) with the four sample workers")
     print(
-        f"- sagas: {orch['sagas']}  sagas/s: {orch['sagas_per_s']:.0f}  steps/s: {orch['steps_per_s']:.0f}"
+        f"- sagas: {o['sagas']}  sagas/s: {o['sagas_per_s']:.0f}  steps/s: {o['steps_per_s']:.0f}"
     )
     print(f"- step latency p50 {orch['step_p50_ms']:.0f} ms  p99 {orch['step_p99_ms']:.0f} ms")
     print(f"- saga latency p50 {orch['saga_p50_ms']:.0f} ms  p99 {orch['saga_p99_ms']:.0f} ms")

@@ -7,6 +7,7 @@ CI=true, missing infrastructure fails the run instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -45,8 +46,10 @@ def _missing(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    redis_url = os.environ.get("REDIS_URL")
+    bootstrap = os.environ.get("SAGA_KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(
+        "KAFKA_BOOTSTRAP_SERVERS"
+    )
+    redis_url = os.environ.get("SAGA_REDIS_URL") or os.environ.get("REDIS_URL")
     if bootstrap and redis_url:
         yield Infra(bootstrap, redis_url)
         return
@@ -74,7 +77,8 @@ TOPIC_CONFIG = {"max.message.bytes": str(16 * 1_048_576)}
 
 
 def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
@@ -88,8 +92,17 @@ def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
         f.result(timeout=60)
 
 
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # keep it alive until futures resolve
+    for f in admin.delete_topics(names, operation_timeout=30).values():
+        with contextlib.suppress(Exception):
+            f.result(timeout=60)
+
+
 @pytest.fixture
-def settings(infra: Infra) -> Settings:
+def settings(infra: Infra) -> Iterator[Settings]:
     """Settings pointing at the real stack, with this test's own topics and Redis key prefix."""
     tag = uuid.uuid4().hex[:10]
     s = Settings(
@@ -101,5 +114,8 @@ def settings(infra: Infra) -> Settings:
         topic_partitions=3,
         key_prefix=f"t{tag}",
     )
-    create_topics(infra.bootstrap, [s.commands_topic, s.events_topic, s.dlq_topic], 3)
-    return s
+    names = [s.commands_topic, s.events_topic, s.dlq_topic]
+    create_topics(infra.bootstrap, names, 3)
+    yield s
+    # thousands of leftover test topics slow every broker restart
+    delete_topics(infra.bootstrap, names)

@@ -50,13 +50,17 @@ def _steps() -> list[str]:
     return ["reserve_inventory", "process_payment", "create_shipment", "send_confirmation"]
 
 
-async def test_sigkill_mid_run_then_restart(settings: Settings, reader: SagaReader, tmp_path: Path) -> None:
+async def test_sigkill_mid_run_then_restart(
+    settings: Settings, reader: SagaReader, tmp_path: Path
+) -> None:
     """SIGKILL with hundreds of sagas in flight, restart: all complete, exactly once."""
     ids = [f"crash-{i}" for i in range(N_SAGAS)]
     async with ScriptedParticipant(settings, batch_delay_s=0.1) as p:
         proc = start_orchestrator(settings, tmp_path / "orch.log", **PATIENT)
         try:
-            await produce(settings, settings.commands_topic, [(s.encode(), start_order(s)) for s in ids])
+            await produce(
+                settings, settings.commands_topic, [(s.encode(), start_order(s)) for s in ids]
+            )
 
             async def some_done() -> bool:
                 assert proc.poll() is None, (tmp_path / "orch.log").read_text()[-3000:]
@@ -83,7 +87,9 @@ async def test_two_copies_one_stopped_mid_run(
         a = start_orchestrator(settings, tmp_path / "a.log", **PATIENT)
         b = start_orchestrator(settings, tmp_path / "b.log", **PATIENT)
         try:
-            await produce(settings, settings.commands_topic, [(s.encode(), start_order(s)) for s in ids])
+            await produce(
+                settings, settings.commands_topic, [(s.encode(), start_order(s)) for s in ids]
+            )
 
             async def some_done() -> bool:
                 return await completed_count(reader) >= 30

@@ -24,7 +24,9 @@ async def reader(settings: Settings) -> AsyncIterator[SagaReader]:
     await r.aclose()
 
 
-async def test_poison_goes_to_dlq_and_partitions_move_on(settings: Settings, reader: SagaReader) -> None:
+async def test_poison_goes_to_dlq_and_partitions_move_on(
+    settings: Settings, reader: SagaReader
+) -> None:
     """Garbage, invalid JSON, 10 MB, unknown type and a reply for an unknown saga are
     dead-lettered with their bytes and reason headers; valid sagas around them complete."""
     reply_unknown = orjson.dumps(
@@ -48,7 +50,9 @@ async def test_poison_goes_to_dlq_and_partitions_move_on(settings: Settings, rea
     async with ScriptedParticipant(settings), running(settings):
         await produce(settings, settings.commands_topic, [(k, v) for k, v in poison[:4]])
         await produce(settings, settings.events_topic, [poison[4]])
-        await produce(settings, settings.commands_topic, [(s.encode(), start_order(s)) for s in valid])
+        await produce(
+            settings, settings.commands_topic, [(s.encode(), start_order(s)) for s in valid]
+        )
         states = await reader.wait_final(valid)
         dead = await read_all(settings, settings.dlq_topic, expect=5)
     assert set(states.values()) == {"completed"}
@@ -111,7 +115,9 @@ async def test_start_order_as_people_type_it(settings: Settings, reader: SagaRea
     assert len([c for c in p.by_saga["kcat-camel"] if c.step == "reserve_inventory"]) == 1
     # without a key the two StartOrders may land on different partitions: either may win, once
     assert orjson.loads((await reader.fields("kcat-camel"))["data"])["amount"] in ("42.5", "999")
-    assert orjson.loads((await reader.fields("snake-1"))["data"])["items"] == [{"productId": "sku-9", "quantity": 1}]
+    assert orjson.loads((await reader.fields("snake-1"))["data"])["items"] == [
+        {"productId": "sku-9", "quantity": 1}
+    ]
     history = await reader.history("kcat-camel")
     assert any("start for existing saga" in h["note"] for h in history)
     assert len(dead) == 1

@@ -41,6 +41,8 @@ def start_orchestrator(settings: Settings, log_path: Path, **extra: str) -> subp
     )
 
 
-def kill(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGKILL, timeout_s: float = 60) -> int:
+def kill(
+    proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGKILL, timeout_s: float = 60
+) -> int:
     os.kill(proc.pid, sig)
     return proc.wait(timeout=timeout_s)

@@ -7,7 +7,10 @@ from tests.support.sagas_fast import ORDER_FAST, fast
 ORDER_PATIENT = SagaDefinition(
     "order_fulfillment",
     1,
-    tuple(fast(s.name, s.participant, s.action, s.compensation, timeout_s=120.0) for s in ORDER_FAST.steps),
+    tuple(
+        fast(s.name, s.participant, s.action, s.compensation, timeout_s=120.0)
+        for s in ORDER_FAST.steps
+    ),
 )
 
 SAGAS = [ORDER_PATIENT]

@@ -48,7 +48,9 @@ def reply_for(cmd: SagaCommand, answer: Answer) -> Envelope | None:
 
 
 class ScriptedParticipant:
-    def __init__(self, settings: Settings, behaviour: Behaviour = always_ok, batch_delay_s: float = 0.0) -> None:
+    def __init__(
+        self, settings: Settings, behaviour: Behaviour = always_ok, batch_delay_s: float = 0.0
+    ) -> None:
         self.s = settings
         self.batch_delay_s = batch_delay_s  # a slow participant keeps many sagas in flight
         self.behaviour = behaviour
