@@ -16,6 +16,11 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+#: records up to 16 MiB reach the orchestrator, whose own cap (SAGA_MAX_MESSAGE_BYTES, 1 MB)
+#: dead-letters them with a reason instead of the broker refusing them at the producer, and
+#: the dead-letter topic can hold whatever the input topics accepted.
+TOPIC_CONFIG = {"max.message.bytes": str(16 * 1_048_576)}
+
 
 def create_topics(bootstrap: str, names: list[str], partitions: int, timeout_s: float) -> list[str]:
     """Create `names` (one replica each); return one line of report per topic."""
@@ -32,7 +37,10 @@ def create_topics(bootstrap: str, names: list[str], partitions: int, timeout_s: 
             lines.append(f"topic {name}: exists, {count} partitions{note}")
     if wanted:
         futures = admin.create_topics(
-            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in wanted],
+            [
+                NewTopic(n, num_partitions=partitions, replication_factor=1, config=TOPIC_CONFIG)
+                for n in wanted
+            ],
             operation_timeout=timeout_s,
             request_timeout=timeout_s,
         )

@@ -125,3 +125,24 @@ def test_redis_port_persistence_and_volume(
         assert re.search(rf"^{key[2:]} {value}$", conf, re.M), key
     volume = redis["volumes"][0].split(":")
     assert volume[1] == "/data" and volume[0] in compose["volumes"]
+
+
+def test_orchestrator_and_workers_use_the_compose_kafka_and_redis(services: dict[str, Any]) -> None:
+    """The orchestrator and the four workers are in the file and point at its Kafka and Redis."""
+    for name in ("orchestrator", "inventory", "payment", "shipping", "notification"):
+        env = services[name]["environment"]
+        assert env["SAGA_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092", name
+        assert env["SAGA_REDIS_URL"] == "redis://redis:6379/0", name
+    assert services["orchestrator"]["command"] == ["orchestrator", "run"]
+    workers = {
+        services[n]["command"][-1] for n in ("inventory", "payment", "shipping", "notification")
+    }
+    assert workers == {"inventory", "payment", "shipping", "notification"}
+
+
+def test_topics_accept_the_records_the_orchestrator_dead_letters(services: dict[str, Any]) -> None:
+    """Topics take records up to 16 MiB, like scripts/stack's, so oversized values reach the
+    orchestrator's own size cap and the dead-letter topic can hold them."""
+    script = "\n".join(services["topics"]["command"])
+    assert "max.message.bytes=16777216" in script
+    assert "16 * 1_048_576" in (ROOT / "scripts" / "stack_topics.py").read_text()
