@@ -8,6 +8,7 @@ import signal
 
 from orchestrator.config import OrchestratorSettings
 from orchestrator.daemon import Orchestrator
+from orchestrator.errors import ConfigError
 from orchestrator.logs import configure
 from orchestrator.sagas import load_registry
 
@@ -23,6 +24,14 @@ async def serve(settings: OrchestratorSettings) -> None:
 
 def run(settings: OrchestratorSettings) -> None:
     configure(settings.log_format, settings.log_level)
+    if settings.schema_registry_url or settings.output_format == "avro":
+        from schemas import avro
+        from schemas.registry import RegistryError
+
+        try:
+            avro.prepare(settings)  # blocking registry calls, so before the event loop starts
+        except RegistryError as exc:
+            raise ConfigError(f"schema registry: {exc}") from exc
     try:
         import uvloop
 

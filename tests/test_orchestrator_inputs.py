@@ -123,3 +123,30 @@ async def test_start_order_as_people_type_it(settings: Settings, reader: SagaRea
     assert len(dead) == 1
     message = header(dead[0].headers, "dlq-error-message") or ""
     assert "customerId" in message and "items" in message and "amount" in message
+
+
+async def test_avro_start_order_and_avro_commands(settings: Settings, reader: SagaReader) -> None:
+    """A StartOrder in the Confluent wire format (registry-less Avro) starts a saga, and with
+    output_format=avro the orchestrator's commands are Avro too; the saga completes."""
+    from schemas import avro, codec
+    from schemas.messages import OrderItem, StartOrder
+
+    avro.use(avro.SchemaTable.local())
+    msg = StartOrder(
+        saga_id="avro-1",
+        customer_id="c-avro",
+        items=[OrderItem(product_id="sku-a", quantity=3)],
+        amount="19.99",
+    )
+    value = codec.encode(msg, "avro")
+    assert value[0] == 0
+    async with ScriptedParticipant(settings) as p, running(settings, output_format="avro"):
+        await produce(settings, settings.commands_topic, [(b"avro-1", value)])
+        assert (await reader.wait_final(["avro-1"]))["avro-1"] == "completed"
+    assert len(p.by_saga["avro-1"]) == 4
+    commands = await read_all(settings, settings.commands_topic, expect=5)
+    avro_commands = [r for r in commands if header(r.headers, "saga-message-type") == "SagaCommand"]
+    assert avro_commands and all(r.value[0] == 0 for r in avro_commands)
+    assert orjson.loads((await reader.fields("avro-1"))["data"])["items"] == [
+        {"productId": "sku-a", "quantity": 3}
+    ]
