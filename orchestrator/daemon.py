@@ -148,6 +148,7 @@ class Orchestrator:
             await relay_task
             await self.consumer.stop()
             await self.producer.stop()
+            await self.store.aclose()
             await self.redis.aclose()
             log.info("orchestrator stopped")
 

@@ -59,6 +59,9 @@ def to_fields(state: SagaState, definition: SagaDefinition) -> dict[str, str]:
 
 
 def decode_fields(raw: dict[Any, Any]) -> dict[str, str]:
+    """Hash fields as text; a no-op for a client that already decodes responses."""
+    if not raw or isinstance(next(iter(raw)), str):
+        return raw
     return {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
         for k, v in raw.items()

@@ -75,6 +75,16 @@ class RedisStore:
         self.group = group
         self.retention_s = retention_s
         self._step = redis.register_script(_lua("step.lua"))
+        # Loads decode in hiredis (C) rather than field by field in Python.
+        self._text = Redis(
+            connection_pool=redis.connection_pool.__class__(
+                **{**redis.connection_pool.connection_kwargs, "decode_responses": True}
+            )
+        )
+
+    async def aclose(self) -> None:
+        await self._text.aclose()
+        await self._text.connection_pool.disconnect()
 
     def definition_for(self, raw: dict[Any, Any]) -> SagaDefinition | None:
         t = saga_type_of(raw)
@@ -88,7 +98,7 @@ class RedisStore:
 
     async def load_raw(self, saga_ids: list[str]) -> dict[str, dict[str, str]]:
         """Every saga's hash fields as text, in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._text.pipeline(transaction=False) as pipe:
             for sid in saga_ids:
                 pipe.hgetall(self.keys.saga(sid))
             rows = await pipe.execute()
