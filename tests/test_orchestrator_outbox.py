@@ -1,0 +1,36 @@
+"""The outbox after a crash: commands the step wrote but nobody published (the process died
+between the Redis write and the Kafka ack) are re-published by the relay, then deleted."""
+
+from __future__ import annotations
+
+import orjson
+from redis.asyncio import Redis
+
+from orchestrator.keys import Keys
+from schemas.config import Settings
+from schemas.dlq import header
+from tests.support.kafka import read_all, wait_for
+from tests.support.orch import running
+
+
+async def test_relay_republishes_what_a_crash_left_in_the_outbox(settings: Settings) -> None:
+    """An outbox entry older than the sweep age is published with its key, value and headers,
+    and removed from the outbox only after Kafka acked it."""
+    keys = Keys(settings.key_prefix)
+    redis = Redis.from_url(settings.redis_url)
+    value = b'{"messageType":"SagaCommand","note":"left behind by a crash"}'
+    headers = [["saga-message-type", "SagaCommand"], ["saga-participant", "inventory"]]
+    await redis.xadd(keys.outbox, {"k": b"orphan-1", "v": value, "h": orjson.dumps(headers)})
+    try:
+        async with running(settings, outbox_sweep_age_s=0.2) as orch:
+
+            async def drained() -> bool:
+                return int(await redis.xlen(keys.outbox)) == 0
+
+            await wait_for(drained, 30, "the relay to empty the outbox")
+            assert orch.metrics.outbox_republished == 1
+        records = await read_all(settings, settings.commands_topic, expect=1)
+        assert [(r.key, r.value) for r in records] == [(b"orphan-1", value)]
+        assert header(records[0].headers, "saga-participant") == "inventory"
+    finally:
+        await redis.aclose()
