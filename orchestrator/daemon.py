@@ -113,6 +113,8 @@ class Orchestrator:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1_048_576,
+            # notice topics created (or partitions added) after start within 30 s, not 5 min
+            metadata_max_age_ms=30_000,
             fetch_max_wait_ms=50,
         )
         await self._retrying("start kafka producer", self.producer.start)

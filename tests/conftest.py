@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,6 +91,20 @@ def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
     )
     for f in futures.values():
         f.result(timeout=60)
+    # A created topic reaches the broker's metadata a moment later; a consumer that subscribes
+    # before that gets no partitions until its next metadata refresh. Wait for the leaders.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=10).topics
+        if all(
+            n in topics
+            and len(topics[n].partitions) == partitions
+            and all(p.leader >= 0 for p in topics[n].partitions.values())
+            for n in names
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"topics {names} did not get partition leaders within 60 s")
 
 
 def delete_topics(bootstrap: str, names: list[str]) -> None:
