@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import typer
 
 from orchestrator import __version__
@@ -56,5 +58,30 @@ def orchestrator_run() -> None:
         raise typer.Exit(2) from None
 
 
+def run() -> None:
+    """The `saga` entry point: bad settings (environment, .env) end in one line per problem and
+    exit code 2, not a traceback."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        app()
+    except (
+        SettingsError
+    ) as exc:  # a value that is not even parseable (e.g. a list that is not JSON)
+        match = re.search(r'field "([a-z_]+)"', str(exc))
+        name = f"SAGA_{match.group(1).upper()}" if match else "settings"
+        typer.echo(
+            f"error: setting {name}: cannot parse the value ({exc.__cause__ or exc})", err=True
+        )
+        raise SystemExit(2) from None
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "settings"
+            name = f"SAGA_{field.upper()}" if field != "settings" else field
+            typer.echo(f"error: setting {name}: {err['msg']} (got {err.get('input')!r})", err=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    run()
