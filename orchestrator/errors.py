@@ -2,9 +2,10 @@
 
     SagaError
     +-- ConfigError          bad configuration; the process cannot start
-    +-- InfrastructureError  Kafka or Redis unreachable; retried with backoff, never dead-lettered
 
-Poison input is not an exception here: the codec raises `schemas.DecodeError` and the core
+Kafka and Redis failures are not wrapped: the daemon retries the client libraries' own
+connection and timeout errors with backoff (`daemon.INFRA_ERRORS`) and never dead-letters them.
+Poison input is not an exception here either: the codec raises `schemas.DecodeError` and the core
 returns a `rejected` transition; both end in the dead-letter topic.
 """
 
@@ -15,7 +16,3 @@ class SagaError(Exception):
 
 class ConfigError(SagaError):
     """The configuration cannot work (bad saga module, bad setting)."""
-
-
-class InfrastructureError(SagaError):
-    """Kafka or Redis did not answer; the operation is retried."""

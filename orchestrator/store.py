@@ -104,9 +104,6 @@ class RedisStore:
             rows = await pipe.execute()
         return {sid: decode_fields(row) for sid, row in zip(saga_ids, rows, strict=True)}
 
-    async def load(self, saga_id: str) -> SagaState | None:
-        return self.parse((await self.load_raw([saga_id]))[saga_id])
-
     def _args(self, w: Write) -> tuple[list[str], list[Any]]:
         t, k = w.transition, self.keys
         state = t.state
