@@ -16,6 +16,7 @@ from orchestrator.ops.query import SagaStatus
 from schemas.messages import OperatorCommand, new_id
 
 Action = Literal["retry", "abort", "resume", "skip_compensation"]
+ACTIONS: tuple[Action, ...] = ("retry", "abort", "resume", "skip_compensation")
 _FORWARD = ("started", "pending")
 _BACKWARD = ("compensating", "needs_intervention")
 _COMPENSATION_OPEN = (
