@@ -6,6 +6,9 @@ from pydantic import Field
 
 from schemas.config import Settings
 
+#: the shipped order fulfillment saga, loaded by name like any user's saga module
+DEFAULT_SAGA_MODULES = ("participants.samples.order.saga",)
+
 
 class OrchestratorSettings(Settings):
     group_id: str = Field(
@@ -19,9 +22,13 @@ class OrchestratorSettings(Settings):
     retention_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="keep final sagas this long; 0 = forever"
     )
-    saga_modules: list[str] = Field(default_factory=list, description="modules exposing SAGAS")
+    saga_modules: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SAGA_MODULES),
+        description="modules exposing SAGAS (orchestrator.engine.sagas); naming any replaces "
+        "the default, the shipped order saga",
+    )
     infra_backoff_max_s: float = Field(default=5.0, gt=0, le=300)
-    # HTTP API, /metrics, /livez, /readyz (orchestrator/http.py); 0 = no HTTP server
+    # HTTP API, /metrics, /livez, /readyz (orchestrator/ops/http.py); 0 = no HTTP server
     http_port: int = Field(default=0, ge=0, le=65535)
     http_host: str = "127.0.0.1"
 

@@ -2,11 +2,14 @@
 
     SagaError
     +-- ConfigError          bad configuration; the process cannot start
+    +-- ConflictError        inputs kept losing the version race to another writer; the batch
+                             is retried (never dead-lettered)
 
-Kafka and Redis failures are not wrapped: the daemon retries the client libraries' own
-connection and timeout errors with backoff (`daemon.INFRA_ERRORS`) and never dead-letters them.
-Poison input is not an exception here either: the codec raises `schemas.DecodeError` and the core
-returns a `rejected` transition; both end in the dead-letter topic.
+Kafka and Redis failures are not wrapped: the loop retries the client libraries' own errors that
+can clear by themselves (`infra.errors.is_transient`, and any Kafka error) with backoff and never
+dead-letters them. Poison input is not an exception here either: the codec raises
+`schemas.DecodeError` and the core returns a `rejected` transition; both end in the dead-letter
+topic.
 """
 
 
@@ -16,3 +19,7 @@ class SagaError(Exception):
 
 class ConfigError(SagaError):
     """The configuration cannot work (bad saga module, bad setting)."""
+
+
+class ConflictError(SagaError):
+    """Another writer advanced the same sagas every time this copy tried; retry the batch."""

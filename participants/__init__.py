@@ -1,2 +1,2 @@
-"""Participant SDK (`participants.sdk`) and the sample workers (`participants.workers`:
-inventory, payment, shipping, notification). See docs/PARTICIPANTS.md."""
+"""Participant SDK (`participants.sdk`); samples built on it live in `participants.samples`
+(the order saga's workers, fault injection). See docs/PARTICIPANTS.md."""

@@ -1,12 +1,13 @@
-"""Settings of the sample participants and of the worker loop (env prefix `SAGA_`).
+"""Settings of the worker loop (env prefix `SAGA_`).
 
 Built once at the edge (the CLI) like `schemas.config.Settings`; library code receives the values.
+A participant's own settings are its own business (the order sample has
+`participants.samples.order.config`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,10 +35,11 @@ class WorkerOptions:
 
 
 class ParticipantConfig(BaseSettings):
+    """How `saga participant run` runs its workers: `SAGA_PARTICIPANT_MAX_BATCH`,
+    `SAGA_PARTICIPANT_CONCURRENCY`, `SAGA_PARTICIPANT_REPLY_TTL_S`."""
+
     model_config = SettingsConfigDict(env_prefix="SAGA_", env_file=".env", extra="ignore")
 
-    payment_limit: Decimal = Field(default=Decimal("10000"), ge=0)
-    payment_declined_method: str = "card-declined"
     participant_max_batch: int = Field(default=500, ge=1, le=10_000)
     participant_concurrency: int = Field(default=64, ge=1, le=10_000)
     participant_reply_ttl_s: int = Field(default=WEEK_S, ge=60)

@@ -1,9 +1,11 @@
 """What a handler gets besides the command: Redis, its key space, a logger, and two ways to make
-its effect atomic with the SDK's bookkeeping (`ctx.tx` for plain writes, `ctx.atomic` for Lua)."""
+its effect atomic with the SDK's bookkeeping (`ctx.tx` for plain writes, `ctx.atomic` for Lua);
+and what a middleware gets once per batch (`BatchScope`)."""
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,8 +64,30 @@ class Effects:
     def set(self, key: str, value: Scalar, ex_s: int | None = None) -> None:
         self.call("SET", key, value, *(("EX", ex_s) if ex_s else ()))
 
+    def copy(self) -> Effects:
+        twin = Effects()
+        twin.keys, twin.ops = list(self.keys), list(self.ops)
+        return twin
+
     def __bool__(self) -> bool:
         return bool(self.ops)
+
+
+@dataclass
+class BatchScope:
+    """One batch as middleware sees it (`Middleware.before_batch`, then `ctx.batch`).
+
+    Per-batch values a middleware computes go in `state`, keyed by the middleware itself
+    (`batch.state[self] = ...`), not on the middleware: one middleware instance may serve several
+    workers at once (`run_many`, replicas in one process)."""
+
+    participant: str
+    settings: Settings
+    redis: Redis
+    #: The batch's new commands with a handler: those the middleware will see, as far as the
+    #: stored records read before the batch tell (a duplicate within the batch is answered alone).
+    commands: Sequence[SagaCommand]
+    state: dict[object, Any] = field(default_factory=dict)
 
 
 GuardRunner = Callable[[GuardedScript, Sequence[str], Sequence[Scalar]], Awaitable[Outcome]]
@@ -71,13 +95,17 @@ GuardRunner = Callable[[GuardedScript, Sequence[str], Sequence[Scalar]], Awaitab
 
 @dataclass
 class Context:
-    """Per-command context passed to every handler."""
+    """Per-command context passed to every middleware and handler."""
 
     participant: str
     settings: Settings
     redis: Redis
     log: logging.LoggerAdapter[Any]
     run_guarded: GuardRunner
+    #: The batch this command came in (what the middleware prepared for it in `state`).
+    batch: BatchScope
+    #: The worker's random source: seeded in tests (`participants.testing.running(seed=...)`).
+    rng: random.Random
     tx: Effects = field(default_factory=Effects)
     #: Set once `atomic` stored the outcome; the SDK then replies with it whatever the handler does.
     committed: Outcome | None = None

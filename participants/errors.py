@@ -13,8 +13,7 @@ reason: an unexpected bug should not make a saga compensate on the first try.
 
 from __future__ import annotations
 
-import redis.exceptions as rx
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
+from infra.errors import KAFKA_TRANSIENT, REDIS_TRANSIENT
 
 
 class ParticipantError(Exception):
@@ -48,20 +47,14 @@ class InfrastructureError(ParticipantError):
     treatment as a Redis outage: the command is retried in place, nothing is replied."""
 
 
-# Raised by redis-py / aiokafka when the server is away, overloaded or failing over. A Lua
-# error (ResponseError) is deliberately not here: it is a bug in a script, not an outage.
+#: Retried in place, never replied or dead-lettered: our own `InfrastructureError` and what
+#: redis-py / aiokafka raise when the server is away, overloaded or failing over
+#: (`infra.errors`). Not a Lua error (a bug in a script), nor a plain OSError or TimeoutError a
+#: handler's own HTTP call may raise: those are the handler's failures, replied as retryable.
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
     InfrastructureError,
-    rx.ConnectionError,
-    rx.TimeoutError,
-    rx.BusyLoadingError,
-    rx.ReadOnlyError,
-    rx.OutOfMemoryError,
-    rx.TryAgainError,
-    rx.ClusterDownError,
-    KafkaConnectionError,
-    KafkaTimeoutError,
-    NodeNotReadyError,
+    *REDIS_TRANSIENT,
+    *KAFKA_TRANSIENT,
 )
 
 

@@ -32,11 +32,6 @@ class SdkKeys:
         """Set when a compensation for (saga, step) runs: the forward action is refused after it."""
         return f"{self.base}:tombstone:{saga_id}:{step}"
 
-    @property
-    def faults(self) -> str:
-        """Failure injection settings and counters (a hash)."""
-        return f"{self.base}:faults"
-
 
 def group_id(prefix: str, participant: str) -> str:
     """One consumer group per service: replicas of a service compete for commands."""

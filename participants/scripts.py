@@ -127,4 +127,3 @@ class Coalescer:
 
 
 COMMIT = GuardedScript.from_package("commit.lua")
-FAULT_TAKE = read_lua("fault_take.lua")

@@ -24,11 +24,13 @@ Guarantees (details in docs/PARTICIPANTS.md):
 - handler exceptions become StepFailed replies: `NonRetryableError` -> retryable=false,
   `RetryableError` and any other exception -> retryable=true; Redis/Kafka outages are retried in
   place and never replied or dead-lettered.
+
+Middleware (`Participant(name, middleware=[...])` or `svc.use(mw)`) wraps the processing of each
+new command: it may delay, fail, swallow it, or drop its reply (see `participants.middleware`).
 """
 
-from participants.batch import WorkerStats
 from participants.config import ParticipantConfig, WorkerOptions
-from participants.context import Context, Effects
+from participants.context import BatchScope, Context, Effects
 from participants.errors import (
     InfrastructureError,
     NonRetryableError,
@@ -36,18 +38,26 @@ from participants.errors import (
     RetryableError,
     StepError,
 )
+from participants.middleware import CallNext, Middleware, MiddlewareFn
+from participants.outcome import Outcome
 from participants.participant import Handler, Participant
+from participants.runtime import WorkerStats
 from participants.scripts import GuardedScript
 from participants.worker import install_signal_handlers, run, run_many
 from schemas.messages import SagaCommand
 
 __all__ = [
+    "BatchScope",
+    "CallNext",
     "Context",
     "Effects",
     "GuardedScript",
     "Handler",
     "InfrastructureError",
+    "Middleware",
+    "MiddlewareFn",
     "NonRetryableError",
+    "Outcome",
     "Participant",
     "ParticipantConfig",
     "ParticipantError",

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from participants.context import Effects, Scalar
 from participants.keys import SdkKeys
 from participants.outcome import Outcome
-from participants.scripts import COMMIT, FAULT_TAKE, Coalescer, GuardedScript, ScriptCache
+from participants.scripts import COMMIT, Coalescer, GuardedScript, ScriptCache
 from schemas.messages import SagaCommand
 
 
@@ -38,15 +38,14 @@ class Store:
         self.scripts = ScriptCache(redis)
         self.coalescer = Coalescer(redis)
 
-    async def lookup(self, commands: Sequence[SagaCommand]) -> tuple[list[Known], dict[str, str]]:
+    async def lookup(self, commands: Sequence[SagaCommand]) -> list[Known]:
         """One round trip for the whole batch: each command's stored outcome, done record and
-        tombstone, plus the failure injection settings."""
+        tombstone."""
         pipe = self.redis.pipeline(transaction=False)
         for cmd in commands:
             pipe.get(self.keys.outcome(cmd.message_id))
             pipe.exists(self.keys.done(cmd.saga_id, cmd.step, cmd.compensation))
             pipe.exists(self.keys.tombstone(cmd.saga_id, cmd.step))
-        pipe.hgetall(self.keys.faults)
         replies = await pipe.execute()
         known = []
         for i in range(len(commands)):
@@ -59,7 +58,7 @@ class Store:
                     tombstone=bool(tomb) and not commands[i].compensation,
                 )
             )
-        return known, dict(replies[-1] or {})
+        return known
 
     async def guarded(
         self, cmd: SagaCommand, script: GuardedScript, keys: Sequence[str], args: Sequence[Scalar]
@@ -91,6 +90,3 @@ class Store:
         command id too, and a re-delivery of it is a plain duplicate. Should the record have
         expired in between, the guard reaches the body, which reports a retryable failure."""
         return await self.commit_failure(cmd, True, "the step's stored outcome expired; retry")
-
-    async def take_fault(self, counter: str) -> bool:
-        return bool(await self.scripts.get(FAULT_TAKE)(keys=[self.keys.faults], args=[counter]))

@@ -13,11 +13,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-from participants.batch import WorkerStats
+from infra import kafka as kafka_factory
 from participants.config import WorkerOptions
 from participants.participant import Participant
+from participants.runtime import WorkerStats
 from participants.worker import Worker
 from schemas import codec
 from schemas.config import Settings
@@ -97,9 +96,7 @@ async def produce(
     settings: Settings, records: Iterable[SagaCommand | Raw], topic: str | None = None
 ) -> None:
     """Produce commands (with the orchestrator's headers) or raw records, and wait for the acks."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
-    await producer.start()
-    try:
+    async with kafka_factory.started(kafka_factory.producer(settings)) as producer:
         futures = []
         for r in records:
             key: bytes | None
@@ -114,8 +111,6 @@ async def produce(
                 )
             )
         await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 @dataclass(frozen=True)
@@ -138,9 +133,7 @@ class TopicReader:
     def __init__(self, settings: Settings, topic: str) -> None:
         self.settings, self.topic = settings, topic
         self.seen: list[Received] = []
-        self._consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest"
-        )
+        self._consumer = kafka_factory.consumer(settings, topic, group_id=None)
 
     async def __aenter__(self) -> TopicReader:
         await self._consumer.start()

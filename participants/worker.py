@@ -13,21 +13,37 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
-from redis.asyncio import Redis
 
-from participants.batch import Batch, BatchProcessor, Infra, WorkerStats
+from infra import kafka as kafka_factory
+from infra import redis as redis_factory
+from infra.retry import Backoff, Stopped, retry
+from participants.batch import Batch, BatchProcessor
 from participants.config import WorkerOptions
 from participants.keys import SdkKeys, group_id
 from participants.participant import Participant
+from participants.runtime import Infra, WorkerStats
 from participants.store import Store
 from schemas.config import Settings
 
 __all__ = ["WorkerStats", "install_signal_handlers", "run", "run_many"]
+
+T = TypeVar("T")
+
+#: commit attempts before the batch is left to be re-delivered
+COMMIT_ATTEMPTS = 5
+#: the partitions moved to another replica: retrying the commit cannot help
+_REFUSED = (CommitFailedError, IllegalStateError)
+
+
+def _is_kafka_error(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaError)
 
 
 class Worker:
@@ -56,12 +72,7 @@ class Worker:
         self.last_activity = time.monotonic()
 
     async def run(self) -> WorkerStats:
-        redis = Redis.from_url(
-            self.settings.redis_url,
-            decode_responses=True,
-            socket_connect_timeout=self.settings.connect_timeout_s,
-            socket_timeout=max(10.0, self.settings.connect_timeout_s),
-        )
+        redis = redis_factory.client(self.settings, decode=True)
         store = Store(
             redis,
             SdkKeys(self.settings.key_prefix, self.participant.name),
@@ -91,62 +102,68 @@ class Worker:
         self.log.info("%s worker stopped: %s", self.participant.name, self.stats)
         return self.stats
 
+    def _backoff(self, initial_s: float) -> Backoff:
+        return Backoff(initial_s=initial_s, max_s=self.options.max_backoff_s)
+
+    async def _while_kafka_is_away(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """`op` retried on Kafka errors until it succeeds; `Stopped` on a stop meanwhile."""
+        return await retry(
+            op,
+            what=what,
+            log=self.log,
+            stop=self.stop,
+            backoff=self._backoff(0.1),
+            retry_on=_is_kafka_error,
+        )
+
     async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer] | None:
-        delay = 0.1
-        while not self.stop.is_set():
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                client_id=f"participant-{self.participant.name}",
-                enable_idempotence=True,
-                acks="all",
-                linger_ms=2,
-                max_request_size=self.settings.max_message_bytes + 65_536,
-            )
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                client_id=f"participant-{self.participant.name}",
-                group_id=group_id(self.settings.key_prefix, self.participant.name),
-                enable_auto_commit=False,
-                auto_offset_reset=self.options.start_from,
-                max_poll_records=self.options.max_batch,
-                # Raw bytes: a failing deserializer inside aiokafka would loop forever.
-                key_deserializer=None,
-                value_deserializer=None,
-            )
-            try:
-                await producer.start()
-                await consumer.start()
-                consumer.subscribe([self.settings.commands_topic], listener=_Rebalance(self))
-                self.log.info(
-                    "%s worker consuming %s as group %s",
-                    self.participant.name,
-                    self.settings.commands_topic,
-                    group_id(self.settings.key_prefix, self.participant.name),
-                )
-                return consumer, producer
-            except KafkaError as exc:
-                for client in (consumer, producer):
-                    with contextlib.suppress(Exception):
-                        await client.stop()
-                self.log.warning("Kafka unavailable (%r); retrying in %.1fs", exc, delay)
-                if await self.infra.pause(delay):
-                    break
-                delay = min(delay * 2, self.options.max_backoff_s)
-        return None
+        """Started clients, or None when stopped before Kafka answered."""
+        if self.stop.is_set():
+            return None
+        try:
+            return await self._while_kafka_is_away("connect to Kafka", self._start_clients)
+        except Stopped:
+            return None
+
+    async def _start_clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        client_id = f"participant-{self.participant.name}"
+        group = group_id(self.settings.key_prefix, self.participant.name)
+        producer = kafka_factory.producer(self.settings, client_id=client_id)
+        consumer = kafka_factory.consumer(
+            self.settings,
+            group_id=group,
+            client_id=client_id,
+            auto_offset_reset=self.options.start_from,
+            max_poll_records=self.options.max_batch,
+        )
+        try:
+            await producer.start()
+            await consumer.start()
+            consumer.subscribe([self.settings.commands_topic], listener=_Rebalance(self))
+        except KafkaError:
+            for client in (consumer, producer):
+                with contextlib.suppress(Exception):
+                    await client.stop()
+            raise
+        self.log.info(
+            "%s worker consuming %s as group %s",
+            self.participant.name,
+            self.settings.commands_topic,
+            group,
+        )
+        return consumer, producer
 
     async def _loop(self, consumer: AIOKafkaConsumer, processor: BatchProcessor) -> None:
-        delay = 0.1
+        poll = partial(
+            consumer.getmany,
+            timeout_ms=self.options.poll_timeout_ms,
+            max_records=self.options.max_batch,
+        )
         while not self.stop.is_set():
             try:
-                batch: Batch = await consumer.getmany(
-                    timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_batch
-                )
-                delay = 0.1
-            except KafkaError as exc:
-                self.log.warning("poll failed (%r); retrying in %.1fs", exc, delay)
-                await self.infra.pause(delay)
-                delay = min(delay * 2, self.options.max_backoff_s)
-                continue
+                batch: Batch = await self._while_kafka_is_away("poll", poll)
+            except Stopped:
+                return
             if not any(batch.values()):
                 if self._idle_long_enough():
                     self.log.info(
@@ -171,21 +188,35 @@ class Worker:
         return limit is not None and self.joined and time.monotonic() - self.last_activity >= limit
 
     async def _commit(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
+        """Commit the batch's offsets, retrying a few times (even while stopping: the batch is
+        done, and committing it spares a re-delivery)."""
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-        for attempt in range(5):
-            try:
-                await consumer.commit(offsets)
-                self.stats.commits += 1
-                return
-            except (CommitFailedError, IllegalStateError) as exc:
-                # The partitions moved to another replica, which re-delivers from the last commit:
-                # harmless, the stored outcomes answer those commands again.
-                self.log.warning("commit refused after a rebalance (%r)", exc)
-                return
-            except KafkaError as exc:
-                self.log.warning("commit failed (%r), attempt %d", exc, attempt + 1)
-                await asyncio.sleep(min(0.2 * 2**attempt, self.options.max_backoff_s))
-        self.log.error("giving up committing %s; the batch will be re-delivered", offsets)
+        attempts = 0
+
+        async def commit() -> None:
+            nonlocal attempts
+            attempts += 1
+            await consumer.commit(offsets)
+
+        def worth_retrying(exc: BaseException) -> bool:
+            return _is_kafka_error(exc) and not isinstance(exc, _REFUSED)
+
+        try:
+            await retry(
+                commit,
+                what="commit",
+                log=self.log,
+                backoff=self._backoff(0.2),
+                retry_on=lambda exc: worth_retrying(exc) and attempts < COMMIT_ATTEMPTS,
+            )
+        except _REFUSED as exc:
+            # The partitions moved to another replica, which re-delivers from the last commit:
+            # harmless, the stored outcomes answer those commands again.
+            self.log.warning("commit refused after a rebalance (%r)", exc)
+        except KafkaError:
+            self.log.error("giving up committing %s; the batch will be re-delivered", offsets)
+        else:
+            self.stats.commits += 1
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from schemas import avro
+from schemas import framing
 from schemas.codec import Format, decode, encode
 from schemas.messages import Envelope, OrderItem, StartOrder, StepCompleted
 
@@ -45,10 +45,10 @@ def sample_step_completed() -> StepCompleted:
         correlation_id="req-7f3a9c",
         causation_id="cmd-0a1b2c",
         time=datetime(2025, 1, 2, 3, 4, 6, 120000, tzinfo=UTC),
-        step="process_payment",
+        step="charge_card",
         attempt=1,
-        command_id="order-000123:process_payment:ProcessPayment:1",
-        command_type="ProcessPayment",
+        command_id="order-000123:charge_card:ChargeCard:1",
+        command_type="ChargeCard",
         result={"paymentId": "pay-998877", "authorized": "149.97"},
     )
 
@@ -74,7 +74,7 @@ def bench_decode(n: int = 10_000) -> dict[str, float]:
     """Microseconds per decode-and-validate, keyed `<message>_<format>`, e.g. `start_order_avro`."""
     if n < 1:
         raise ValueError("n must be positive")
-    avro.active()  # build the schema table outside the timed loop
+    framing.active()  # build the schema table outside the timed loop
     out: dict[str, float] = {}
     for name, message in _samples():
         for fmt in FORMATS:

@@ -10,28 +10,30 @@ on; nothing else escapes `decode` (a property-based test holds it to that).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
+from schemas import framing
 from schemas.messages import MESSAGE_TYPES, Envelope
+from schemas.wire import DEFAULT_MAX_BYTES, DecodeError, Format
 
-DEFAULT_MAX_BYTES = 1_000_000
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MAX_JSON_DEPTH",
+    "DecodeError",
+    "Format",
+    "decode",
+    "describe",
+    "encode",
+    "to_model",
+]
+
 MAX_JSON_DEPTH = 32
-Format = Literal["json", "avro"]
 
 _TYPE_FIELDS = ("messageType", "message_type", "command", "type")
 _JSON_START = frozenset(b" \t\r\n{")
-
-
-class DecodeError(ValueError):
-    """A record that can never be processed. `kind` goes into the dead-letter reason header."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(f"{kind}: {reason}")
-        self.kind = kind
-        self.reason = reason
 
 
 def decode(value: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
@@ -43,9 +45,7 @@ def decode(value: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
             "too_large", f"value of {len(value)} bytes exceeds the cap of {max_bytes}"
         )
     if value[0] == 0:
-        from schemas import avro  # local: registry support is optional at import time
-
-        return to_model(avro.decode_wire(value, max_bytes))
+        return to_model(framing.decode_wire(value, max_bytes))
     if value[0] not in _JSON_START:
         raise DecodeError("undecodable", "value is neither JSON nor Confluent-framed Avro")
     try:
@@ -93,9 +93,7 @@ def describe(type_name: str, exc: ValidationError) -> str:
 def encode(message: Envelope, fmt: Format = "json") -> bytes:
     """Encode a message for Kafka in the configured output format."""
     if fmt == "avro":
-        from schemas import avro
-
-        return avro.encode_wire(message)
+        return framing.encode_wire(message)
     return message.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 

@@ -27,6 +27,8 @@ from pydantic.alias_generators import to_camel
 SAGA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
 SagaId = Annotated[str, StringConstraints(pattern=SAGA_ID_PATTERN)]
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")]
+#: A saga type: a Name, or empty for a message that does not state one.
+SagaType = Annotated[str, StringConstraints(pattern=r"^(?:[A-Za-z][A-Za-z0-9_.\-]{0,63})?$")]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 LongText = Annotated[str, StringConstraints(max_length=4096)]
 Results = dict[Annotated[str, StringConstraints(max_length=64)], LongText]
@@ -55,7 +57,10 @@ class Envelope(_Model):
 
     message_id: ShortText = Field(default_factory=new_id, min_length=1)
     saga_id: SagaId
-    saga_type: Name = "order_fulfillment"
+    #: The saga definition the message belongs to; empty when not stated. StartSaga names the
+    #: type to start (an empty one is rejected as unknown); the orchestrator decides a
+    #: StartOrder's type itself; commands carry their saga's type and replies copy it.
+    saga_type: SagaType = ""
     correlation_id: ShortText | None = None
     causation_id: ShortText | None = None
     time: datetime = Field(default_factory=now_utc)

@@ -21,15 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from confluent_kafka.admin import AdminClient, NewTopic
 from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.keys import Keys  # noqa: E402
-from orchestrator.statecodec import from_iso  # noqa: E402
+from infra import kafka  # noqa: E402
+from infra import redis as redis_factory  # noqa: E402
+from orchestrator.engine.keys import Keys  # noqa: E402
+from orchestrator.engine.statecodec import from_iso  # noqa: E402
+from participants.samples.order.saga import ORDER_FULFILLMENT  # noqa: E402
 from schemas import codec  # noqa: E402
 from schemas.config import Settings  # noqa: E402
 from schemas.messages import SagaCommand  # noqa: E402
@@ -44,25 +45,18 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int = 6) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    fs = admin.create_topics(
-        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
-    )
-    for f in fs.values():
-        f.result(timeout=60)
-
-
 def sample_command() -> bytes:
-    """A typical participant command, to size the baseline's messages the same."""
+    """A typical participant command (the order saga's second step), to size the baseline's
+    messages the same."""
+    first, second = ORDER_FULFILLMENT.steps[:2]
     cmd = SagaCommand(
-        message_id="bench-000001:process_payment:action:1",
+        message_id=f"bench-000001:{second.name}:action:1",
         saga_id="bench-000001",
         correlation_id="bench-000001",
-        causation_id="bench-000001:reserve_inventory:action:1:reply",
-        participant="payment",
-        command_type="ProcessPayment",
-        step="process_payment",
+        causation_id=f"bench-000001:{first.name}:action:1:reply",
+        participant=second.participant,
+        command_type=second.action,
+        step=second.name,
         attempt=1,
         data=order_doc("bench-000001"),
     )
@@ -84,21 +78,12 @@ def order_doc(saga_id: str) -> dict[str, Any]:
 # ---- baseline: ping-pong -------------------------------------------------------------------
 
 
-async def ponger(
-    bootstrap: str, redis_url: str, topic_in: str, topic_out: str, prefix: str
-) -> None:
+async def ponger(topic_in: str, topic_out: str, prefix: str) -> None:
     """The participant's side of the baseline: consume, one Redis write per message, reply."""
-    redis = Redis.from_url(redis_url)
-    consumer = AIOKafkaConsumer(
-        topic_in,
-        bootstrap_servers=bootstrap,
-        group_id=f"{prefix}-ponger",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=2
-    )
+    s = Settings()
+    redis = redis_factory.client(s)
+    consumer = kafka.consumer(s, topic_in, group_id=f"{prefix}-ponger")
+    producer = kafka.producer(s)
     await consumer.start()
     await producer.start()
     stop = asyncio.Event()
@@ -120,13 +105,11 @@ async def ponger(
 
 
 async def pinger(
-    bootstrap: str, topic_out: str, topic_in: str, chains: int, rounds: int, value: bytes
+    s: Settings, topic_out: str, topic_in: str, chains: int, rounds: int, value: bytes
 ) -> dict[str, float]:
     """`chains` concurrent conversations of `rounds` round trips each, like sagas of 4 steps."""
-    consumer = AIOKafkaConsumer(topic_in, bootstrap_servers=bootstrap, auto_offset_reset="latest")
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=2
-    )
+    consumer = kafka.consumer(s, topic_in, group_id=None, auto_offset_reset="latest")
+    producer = kafka.producer(s)
     await consumer.start()
     await producer.start()
     await consumer.getmany(timeout_ms=500)
@@ -184,28 +167,22 @@ async def baseline(
     s: Settings, tag: str, chains: int, pings: int, logdir: Path
 ) -> dict[str, float]:
     t_out, t_in = f"bench-{tag}-ping", f"bench-{tag}-pong"
-    create_topics(s.kafka_bootstrap_servers, [t_out, t_in])
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    kafka.create_topics(s, [t_out, t_in], 6)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        SAGA_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap_servers,
+        SAGA_REDIS_URL=s.redis_url,
+    )
     proc = spawn(
-        [
-            sys.executable,
-            __file__,
-            "_ponger",
-            s.kafka_bootstrap_servers,
-            s.redis_url,
-            t_out,
-            t_in,
-            f"bench{tag}",
-        ],
+        [sys.executable, __file__, "_ponger", t_out, t_in, f"bench{tag}"],
         env,
         logdir / "ponger.log",
     )
     try:
         # warm-up round so group join and metadata are not timed
-        await pinger(s.kafka_bootstrap_servers, t_out, t_in, 10, 1, sample_command())
-        return await pinger(
-            s.kafka_bootstrap_servers, t_out, t_in, chains, pings // chains, sample_command()
-        )
+        await pinger(s, t_out, t_in, 10, 1, sample_command())
+        return await pinger(s, t_out, t_in, chains, pings // chains, sample_command())
     finally:
         stop_all([proc])
 
@@ -215,7 +192,7 @@ async def baseline(
 
 async def orchestrated(s: Settings, tag: str, n: int, logdir: Path) -> dict[str, float]:
     topics = {k: f"bench-{tag}-{k}" for k in ("commands", "events", "dlq")}
-    create_topics(s.kafka_bootstrap_servers, list(topics.values()))
+    kafka.create_topics(s, list(topics.values()), 6)
     prefix = f"bench{tag}"
     env = dict(
         os.environ,
@@ -228,8 +205,8 @@ async def orchestrated(s: Settings, tag: str, n: int, logdir: Path) -> dict[str,
         SAGA_KEY_PREFIX=prefix,
         SAGA_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
     )
-    saga = [sys.executable, "-m", "orchestrator.cli"]
-    redis = Redis.from_url(s.redis_url, decode_responses=True)
+    saga = [sys.executable, "-m", "orchestrator.ops.cli"]
+    redis = redis_factory.client(s, decode=True)
     await redis.hset(
         f"{prefix}:inventory:stock", mapping={"sku-1": 10_000_000, "sku-2": 10_000_000}
     )
@@ -238,7 +215,7 @@ async def orchestrated(s: Settings, tag: str, n: int, logdir: Path) -> dict[str,
         procs.append(spawn([*saga, "participant", "run", name], env, logdir / f"{name}.log"))
     keys = Keys(prefix)
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers, linger_ms=5)
+        producer = kafka.producer(s, linger_ms=5)
         await producer.start()
         # warm-up: a few sagas so every process has joined its group before timing starts
         warm = [f"warm-{i}" for i in range(20)]
@@ -359,6 +336,6 @@ async def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_ponger":
-        asyncio.run(ponger(*sys.argv[2:7]))
+        asyncio.run(ponger(*sys.argv[2:5]))
     else:
         asyncio.run(main())

@@ -11,50 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
-#: records up to 16 MiB reach the orchestrator, whose own cap (SAGA_MAX_MESSAGE_BYTES, 1 MB)
-#: dead-letters them with a reason instead of the broker refusing them at the producer, and
-#: the dead-letter topic can hold whatever the input topics accepted.
-TOPIC_CONFIG = {"max.message.bytes": str(16 * 1_048_576)}
-
-
-def create_topics(bootstrap: str, names: list[str], partitions: int, timeout_s: float) -> list[str]:
-    """Create `names` (one replica each); return one line of report per topic."""
-    admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000)}
-    )
-    metadata = admin.list_topics(timeout=timeout_s)
-    lines: list[str] = []
-    wanted = [n for n in names if n not in metadata.topics]
-    for name in names:
-        if name in metadata.topics:
-            count = len(metadata.topics[name].partitions)
-            note = "" if count == partitions else f" (SAGA_TOPIC_PARTITIONS is {partitions})"
-            lines.append(f"topic {name}: exists, {count} partitions{note}")
-    if wanted:
-        futures = admin.create_topics(
-            [
-                NewTopic(n, num_partitions=partitions, replication_factor=1, config=TOPIC_CONFIG)
-                for n in wanted
-            ],
-            operation_timeout=timeout_s,
-            request_timeout=timeout_s,
-        )
-        for name, future in futures.items():
-            try:
-                future.result(timeout=timeout_s * 2)
-                lines.append(f"topic {name}: created, {partitions} partitions")
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                    lines.append(f"topic {name}: exists")
-                else:
-                    raise
-    return lines
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from infra.kafka import create_topics
+from schemas.config import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: SAGA_TOPIC_PARTITIONS must be 1 or more", file=sys.stderr)
         return 1
     try:
-        for line in create_topics(args.bootstrap, args.names, args.partitions, args.timeout):
+        settings = Settings(kafka_bootstrap_servers=args.bootstrap)
+        for line in create_topics(settings, args.names, args.partitions, args.timeout):
             print(line)
+    except TimeoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KafkaException as exc:
         err = exc.args[0] if exc.args else exc
         text = err.str() if isinstance(err, KafkaError) else str(err)

@@ -7,11 +7,9 @@ CI=true, missing infrastructure fails the run instead of skipping.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import kafka
 from schemas.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,50 +71,6 @@ def infra() -> Iterator[Infra]:
     yield Infra(f"127.0.0.1:{kport}", f"redis://127.0.0.1:{rport}/0")
 
 
-#: the same per-topic limits scripts/stack sets: records up to 16 MiB, so an oversized value
-#: reaches the orchestrator (and its size cap) instead of being refused by the broker.
-TOPIC_CONFIG = {"max.message.bytes": str(16 * 1_048_576)}
-
-
-def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    from confluent_kafka.admin import AdminClient
-    from confluent_kafka.cimpl import NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [
-            NewTopic(n, num_partitions=partitions, replication_factor=1, config=TOPIC_CONFIG)
-            for n in names
-        ],
-        operation_timeout=30,
-    )
-    for f in futures.values():
-        f.result(timeout=60)
-    # A created topic reaches the broker's metadata a moment later; a consumer that subscribes
-    # before that gets no partitions until its next metadata refresh. Wait for the leaders.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        topics = admin.list_topics(timeout=10).topics
-        if all(
-            n in topics
-            and len(topics[n].partitions) == partitions
-            and all(p.leader >= 0 for p in topics[n].partitions.values())
-            for n in names
-        ):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"topics {names} did not get partition leaders within 60 s")
-
-
-def delete_topics(bootstrap: str, names: list[str]) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # keep it alive until futures resolve
-    for f in admin.delete_topics(names, operation_timeout=30).values():
-        with contextlib.suppress(Exception):
-            f.result(timeout=60)
-
-
 @pytest.fixture
 def settings(infra: Infra) -> Iterator[Settings]:
     """Settings pointing at the real stack, with this test's own topics and Redis key prefix."""
@@ -130,7 +85,7 @@ def settings(infra: Infra) -> Iterator[Settings]:
         key_prefix=f"t{tag}",
     )
     names = [s.commands_topic, s.events_topic, s.dlq_topic]
-    create_topics(infra.bootstrap, names, 3)
+    kafka.create_topics(s, names, 3)
     yield s
     # thousands of leftover test topics slow every broker restart
-    delete_topics(infra.bootstrap, names)
+    kafka.delete_topics(s, names)

@@ -11,10 +11,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
+from infra import kafka
 from schemas import avro, codec
 from schemas.config import Settings
 from schemas.headers import H_MESSAGE_TYPE
@@ -51,7 +51,7 @@ async def produce(settings: Settings, topic: str, key: bytes, value: bytes) -> N
         if err is not None:
             errors.append(err)
 
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = kafka.sync_producer(settings)
     producer.produce(
         topic,
         key=key,
@@ -64,13 +64,7 @@ async def produce(settings: Settings, topic: str, key: bytes, value: bytes) -> N
 
 
 async def read(settings: Settings, topic: str, count: int) -> list[ConsumerRecord[Any, Any]]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = kafka.consumer(settings, topic, group_id=None)
     await consumer.start()
     records: list[ConsumerRecord[Any, Any]] = []
     try:

@@ -25,7 +25,7 @@ def test_bad_setting_is_one_line_and_exit_2(
 ) -> None:
     """The error names the variable; no traceback reaches the user."""
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [sys.executable, "-m", "orchestrator.ops.cli", *args],
         env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,

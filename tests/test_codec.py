@@ -140,6 +140,15 @@ def test_json_is_camel_case_and_omits_none() -> None:
     assert b"shippingAddress" not in value and b"saga_id" not in value
 
 
+def test_a_message_without_saga_type_decodes_with_an_empty_one() -> None:
+    """sagaType is optional and names no saga by default; the empty value survives Avro too."""
+    msg = codec.decode(
+        b'{"messageType":"TimerFired","sagaId":"s","timerKind":"retry","step":"x","attempt":1}'
+    )
+    assert msg.saga_type == ""
+    assert codec.decode(codec.encode(msg, "avro")).saga_type == ""
+
+
 # ------------------------------------------------------------------------------ Avro, no registry
 
 

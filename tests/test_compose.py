@@ -145,4 +145,4 @@ def test_topics_accept_the_records_the_orchestrator_dead_letters(services: dict[
     orchestrator's own size cap and the dead-letter topic can hold them."""
     script = "\n".join(services["topics"]["command"])
     assert "max.message.bytes=16777216" in script
-    assert "16 * 1_048_576" in (ROOT / "scripts" / "stack_topics.py").read_text()
+    assert "16 * 1_048_576" in (ROOT / "infra" / "kafka.py").read_text()

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from orchestrator.core.decide import decide
 from orchestrator.core.definition import (
-    ORDER_FULFILLMENT,
     Registry,
     RetryPolicy,
     SagaDefinition,
@@ -34,6 +33,7 @@ from orchestrator.core.model import (
     Transition,
     parse_timer_member,
 )
+from participants.samples.order.saga import ORDER_FULFILLMENT
 
 SID = "order-9"
 T0 = 1_700_000_000_000

@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config import OrchestratorSettings
 from orchestrator.core.definition import (
-    ORDER_FULFILLMENT,
     Registry,
     RetryPolicy,
     SagaDefinition,
     StepDef,
-    default_registry,
 )
+from orchestrator.engine.sagas import load_registry, load_sagas
 from orchestrator.errors import ConfigError
-from orchestrator.sagas import load_registry
+from participants.samples.order.saga import ORDER_FULFILLMENT
+from schemas.messages import StartOrder
 
 SEEDS = [f"saga-{i}:step:{a}" for i in range(200) for a in (1, 2)]
 
@@ -153,10 +154,12 @@ def test_registering_the_same_version_again_replaces_it() -> None:
     assert reg["s"] is b and reg.version("s", 1) is b
 
 
-def test_default_registry_has_order_fulfillment() -> None:
-    """The daemon knows the sample saga without any configuration."""
-    reg = default_registry()
-    assert reg["order_fulfillment"] is ORDER_FULFILLMENT and len(reg) == 1
+def test_default_saga_modules_register_the_order_saga() -> None:
+    """With no configuration the daemon loads the order sample, through the saga-module seam."""
+    sagas = load_sagas(OrchestratorSettings().saga_modules)
+    assert sagas.registry["order_fulfillment"] is ORDER_FULFILLMENT and len(sagas.registry) == 1
+    assert StartOrder in sagas.starts
+    assert [(r.method, r.path) for r in sagas.http_routes] == [("POST", "/api/orders")]
 
 
 # ---- load_registry with user modules ----------------------------------------------------------
@@ -187,29 +190,37 @@ GOOD = """
 
 
 def test_load_registry_adds_user_sagas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A user module's SAGAS are registered next to the built-in saga, newer versions winning."""
+    """A user module's SAGAS are registered next to the other named modules', newer versions
+    winning."""
     name = write_module(tmp_path, monkeypatch, GOOD)
-    reg = load_registry([name])
+    reg = load_registry(["participants.samples.order.saga", name])
     assert set(reg) == {"trip", "order_fulfillment"}
     assert [s.name for s in reg["trip"].steps] == ["book_flight", "book_hotel"]
     assert reg["order_fulfillment"].version == 2
     assert reg.version("order_fulfillment", 1) is ORDER_FULFILLMENT
 
 
-def test_load_registry_without_modules_is_the_default() -> None:
-    """No configured modules: just the built-in saga."""
-    assert dict(load_registry([])) == dict(default_registry())
+def test_only_the_named_saga_modules_are_registered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Naming your own saga modules replaces the default: the order sample is not loaded, and
+    no StartOrder mapping exists."""
+    name = write_module(tmp_path, monkeypatch, GOOD)
+    sagas = load_sagas(OrchestratorSettings(saga_modules=[name]).saga_modules)
+    assert sagas.registry.version("order_fulfillment", 1) is None
+    assert sagas.starts == {} and sagas.http_routes == []
+    assert dict(load_registry([])) == {}
 
 
 BAD = {
     "no-SAGAS": ("X = 1\n", "must define SAGAS"),
     "SAGAS-not-a-list": (
-        "from orchestrator.core.definition import ORDER_FULFILLMENT\n"
+        "from participants.samples.order.saga import ORDER_FULFILLMENT\n"
         "SAGAS = {'a': ORDER_FULFILLMENT}\n",
         "must define SAGAS",
     ),
     "SAGAS-with-a-stranger": (
-        "from orchestrator.core.definition import ORDER_FULFILLMENT\n"
+        "from participants.samples.order.saga import ORDER_FULFILLMENT\n"
         "SAGAS = [ORDER_FULFILLMENT, 'trip']\n",
         "a list of SagaDefinition",
     ),

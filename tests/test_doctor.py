@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.doctor import (
+from orchestrator.ops.doctor import (
     explain_kafka_error,
     parse_bootstrap,
     redact_url,

@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.http import HttpApi
-from orchestrator.metrics import Metrics
+from orchestrator.engine.sagas import SagaModules
+from orchestrator.ops.http import HttpApi
+from orchestrator.telemetry.metrics import Metrics
 from schemas.config import Settings
 from schemas.messages import SagaCommand
 from tests.support.kafka import wait_for
@@ -196,6 +197,10 @@ async def test_intervention_over_http(settings: Settings, reader: SagaReader) ->
     assert f["step.reserve_inventory.status"] == "compensated"
 
 
+async def _no_lag() -> dict[tuple[str, int], int]:
+    return {}
+
+
 class _Broken:
     async def ping(self) -> bool:
         raise ConnectionError("redis is down")
@@ -208,17 +213,9 @@ async def test_not_ready_and_internal_errors_without_internals(settings: Setting
     """Without partitions or Redis, /readyz is 503; an unexpected exception is a JSON 500 that
     shows no internals, and /metrics still answers (redis_up 0)."""
     port = free_port()
-    orch: Any = SimpleNamespace(
-        s=orchestrator_settings(settings, http_port=port),
-        assigned=set(),
-        redis=_Broken(),
-        store=None,
-        producer=None,
-        consumer=None,
-        registry=None,
-        metrics=Metrics(),
-    )
-    api = HttpApi(orch)
+    daemon: Any = SimpleNamespace(partitions=list, consumer_lag=_no_lag, metrics=Metrics())
+    s = orchestrator_settings(settings, http_port=port)
+    api = HttpApi(s, SagaModules(), daemon, redis=_Broken())  # type: ignore[arg-type]
     await api.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:

@@ -18,9 +18,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
-from participants import faults
 from participants.keys import SdkKeys
-from participants.workers import seed_stock, snapshot
+from participants.samples.faults import inject as faults
+from participants.samples.order.workers import seed_stock, snapshot
 from schemas.config import Settings
 from schemas.dlq import header
 from schemas.headers import H_MESSAGE_TYPE
@@ -36,7 +36,7 @@ PATIENT = {"SAGA_SAGA_MODULES": '["tests.support.sagas_patient"]'}
 
 def worker(settings: Settings, name: str, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "participant", "run", name],
+        [sys.executable, "-m", "orchestrator.ops.cli", "participant", "run", name],
         env=orchestrator_env(settings, **PATIENT),
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,

@@ -113,3 +113,101 @@ def test_importing_the_core_loads_no_adapter_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# ---- the packages around the core ----------------------------------------------------------
+
+PACKAGES = ("orchestrator", "participants", "schemas", "infra")
+#: (folder, prefixes its modules may not import): each layer only looks down
+LAYERS = [
+    ("infra", ("orchestrator", "participants")),
+    ("orchestrator/telemetry", ("orchestrator.engine", "orchestrator.ops", "participants")),
+    ("orchestrator/engine", ("orchestrator.ops", "orchestrator.runner", "participants")),
+]
+#: the CLI (ops/cli.py) is the process edge: it may start the runner, nothing else in ops may
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def our_imports(path: Path) -> set[str]:
+    """Every module of ours a file imports, anywhere in it (relative imports resolved).
+    `from pkg import sub` depends on the module pkg.sub when there is one, else on pkg."""
+    here = module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package[: len(package) - node.level + 1], base]).strip(".")
+            subs = [f"{base}.{a.name}" for a in node.names]
+            names = [m for m in subs if _is_module(m)] or [base]
+            if len(names) < len(subs):
+                names.append(base)
+        out |= {n for n in names if n.split(".")[0] in PACKAGES}
+    return out
+
+
+def _is_module(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def graph() -> dict[str, set[str]]:
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    modules = {module_name(p): p for p in files}
+    return {
+        name: {m for m in our_imports(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Every module that can reach itself, with one path that shows it."""
+    found = []
+    for start in sorted(g):
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(g.get(node, ())):
+                if nxt == start:
+                    found.append([*path, start])
+                    stack = []
+                    break
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    return found
+
+
+def test_no_import_cycles() -> None:
+    """No module of ours imports itself back through others (function-level imports count)."""
+    assert cycles(graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    """The check is not vacuous: a two-module loop is reported."""
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b", "a"], ["b", "a", "b"]]
+
+
+OPS_BELOW_RUNNER = ("orchestrator/ops", ("orchestrator.runner",))
+
+
+@pytest.mark.parametrize(
+    ("folder", "banned"), [*LAYERS, OPS_BELOW_RUNNER], ids=[f for f, _ in LAYERS] + ["ops"]
+)
+def test_layers_only_look_down(folder: str, banned: tuple[str, ...]) -> None:
+    """infra < telemetry < engine < ops < runner < CLI: no module imports a layer above it."""
+    files = [
+        p for p in sorted((ROOT / folder).rglob("*.py")) if p != ROOT / "orchestrator/ops/cli.py"
+    ]
+    assert files, f"no modules under {folder}"
+    bad = {module_name(p): sorted(m for m in our_imports(p) if m.startswith(banned)) for p in files}
+    assert {k: v for k, v in bad.items() if v} == {}

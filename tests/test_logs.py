@@ -6,7 +6,7 @@ import logging
 
 import orjson
 
-from orchestrator.logs import JsonFormatter, TextFormatter, saga_extra
+from orchestrator.telemetry.logs import JsonFormatter, TextFormatter, saga_extra
 
 
 def _record(msg: str, **extra: str) -> logging.LogRecord:

@@ -39,7 +39,7 @@ async def cli(settings: Settings, *args: str) -> Result:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "orchestrator.cli",
+        "orchestrator.ops.cli",
         *args,
         env=orchestrator_env(settings),
         cwd=ROOT,

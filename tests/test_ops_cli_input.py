@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.ops.cli import app
 
 #: nothing listens here: a command that got past validation would fail with exit 1, not 2
 ENV = {"SAGA_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SAGA_REDIS_URL": "redis://127.0.0.1:1/0"}

@@ -9,8 +9,9 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from infra import kafka
 from schemas.config import Settings
 from tests.support.kafka import produce, wait_for
 from tests.support.orch import SagaReader, running
@@ -30,11 +31,7 @@ async def wait_consumed(settings: Settings, sent_to: str, timeout_s: float = 60)
     """Wait until the orchestrator's group committed past a record ("topic:partition:offset")."""
     topic, partition, offset = sent_to.rsplit(":", 2)
     tp = TopicPartition(topic, int(partition))
-    c = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=f"{settings.key_prefix}-orchestrator",
-        enable_auto_commit=False,
-    )
+    c = kafka.consumer(settings, group_id=f"{settings.key_prefix}-orchestrator")
     await c.start()
     try:
 

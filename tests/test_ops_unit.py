@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from orchestrator.core.model import SagaState, Status, StepState, Transition
-from orchestrator.metrics import Gauges, Metrics
 from orchestrator.ops import InputError, RefusedError, dlq, intervene, validate
 from orchestrator.ops.query import SagaStatus, Step
+from orchestrator.telemetry.metrics import Gauges, Metrics
 from schemas.dlq import dead_letter_headers, header
 
 

@@ -4,9 +4,9 @@ between the Redis write and the Kafka ack) are re-published by the relay, then d
 from __future__ import annotations
 
 import orjson
-from redis.asyncio import Redis
 
-from orchestrator.keys import Keys
+from infra import redis as redis_factory
+from orchestrator.engine.keys import Keys
 from schemas.config import Settings
 from schemas.dlq import header
 from tests.support.kafka import read_all, wait_for
@@ -17,7 +17,7 @@ async def test_relay_republishes_what_a_crash_left_in_the_outbox(settings: Setti
     """An outbox entry older than the sweep age is published with its key, value and headers,
     and removed from the outbox only after Kafka acked it."""
     keys = Keys(settings.key_prefix)
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_factory.client(settings)
     value = b'{"messageType":"SagaCommand","note":"left behind by a crash"}'
     headers = [["saga-message-type", "SagaCommand"], ["saga-participant", "inventory"]]
     await redis.xadd(keys.outbox, {"k": b"orphan-1", "v": value, "h": orjson.dumps(headers)})

@@ -1,12 +1,16 @@
-"""`saga participant ...` and `saga inventory ...` through the real CLI (typer's runner)."""
+"""`saga participant ...` and `saga inventory ...` through the real CLI (typer's runner), and how
+`saga participant run NAME` finds its participants."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.ops.cli import app
+from participants.cli import installed, participants_named
+from participants.sdk import Participant
 from schemas.config import Settings
 
 runner = CliRunner()
@@ -38,6 +42,7 @@ def test_fault_commands_write_the_faults_hash(settings: Settings) -> None:
 
 
 def test_fail_rate_rejects_a_rate_above_one(settings: Settings) -> None:
+    """A rate is a probability: 1.5 is a usage error."""
     result = runner.invoke(app, ["participant", "fail-rate", "payment", "1.5"], env=env(settings))
     assert result.exit_code == 2
 
@@ -57,5 +62,76 @@ def test_set_stock_and_show(settings: Settings) -> None:
 
 
 def test_run_rejects_an_unknown_participant(settings: Settings) -> None:
+    """An unknown short name is a usage error (exit code 2)."""
     result = runner.invoke(app, ["participant", "run", "teleporter"], env=env(settings))
     assert result.exit_code == 2 and "unknown participant" in result.output
+
+
+def test_run_names_the_installed_participants(settings: Settings) -> None:
+    """The error for an unknown name lists what the entry points offer."""
+    result = runner.invoke(app, ["participant", "run", "teleporter"], env=env(settings))
+    assert "inventory" in result.output and "module:attribute" in result.output
+
+
+def test_the_samples_are_installed_entry_points() -> None:
+    """`all` and each sample resolve through `saga.participants` to Participants."""
+    assert {"all", "inventory", "payment", "shipping", "notification"} <= set(installed())
+    assert [p.name for p in participants_named("all")] == [
+        "inventory",
+        "payment",
+        "shipping",
+        "notification",
+    ]
+    assert [p.name for p in participants_named("payment")] == ["payment"]
+
+
+ONE = Participant("one")
+SOME = [Participant("two"), Participant("three")]
+
+
+def build_one() -> Participant:
+    return Participant("built")
+
+
+NOT_ONE = 42
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (f"{__name__}:ONE", ["one"]),
+        (f"{__name__}:SOME", ["two", "three"]),
+        (f"{__name__}:build_one", ["built"]),
+        ("participants.examples.loyalty:svc", ["loyalty"]),
+    ],
+)
+def test_module_attribute_names_a_participant_a_list_or_a_builder(
+    name: str, expected: list[str]
+) -> None:
+    """module:attribute may be a Participant, a list of them, or a function returning either."""
+    assert [p.name for p in participants_named(name)] == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (f"{__name__}:NOT_ONE", "is not a Participant"),
+        (f"{__name__}:MISSING", "cannot load"),
+        ("no.such.module:svc", "cannot load"),
+    ],
+)
+def test_a_name_that_is_no_participant_is_a_bad_parameter(name: str, message: str) -> None:
+    """A clear ValueError (exit code 2 from the CLI), not a traceback."""
+    with pytest.raises(ValueError, match=message):
+        participants_named(name)
+
+
+def test_the_sample_plug_ins_add_their_commands() -> None:
+    """The order and faults plug-ins (entry points `saga.cli`) are loaded into `saga`."""
+    top = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert {"start-order", "inventory"} <= top
+    participant = next(g.typer_instance for g in app.registered_groups if g.name == "participant")
+    assert participant is not None
+    sub = {c.name for c in participant.registered_commands}
+    assert {"run", "ledger", "fail-next", "fail-rate", "latency", "no-reply", "clear"} <= sub
+    assert "faults" in sub

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from participants import faults
 from participants.keys import SdkKeys
+from participants.samples.faults import inject as faults
+from participants.samples.order.workers import payment, snapshot
 from participants.testing import TopicReader, command, order, produce, running
-from participants.workers import payment, snapshot
 from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompensated, StepCompleted, StepFailed
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from participants.samples.order.workers import inventory, seed_stock, snapshot
 from participants.testing import TopicReader, command, order, produce, running
-from participants.workers import inventory, seed_stock, snapshot
 from schemas.config import Settings
 from schemas.messages import StepCompensated, StepCompleted, StepFailed
 

@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from participants.samples.order.workers import inventory, seed_stock, snapshot
 from participants.testing import TopicReader, command, order, produce, running
-from participants.workers import inventory, seed_stock, snapshot
 from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompleted
 from tests.support.proxy import CuttableProxy

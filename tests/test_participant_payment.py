@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from participants.samples.order.config import OrderConfig
+from participants.samples.order.workers import payment, snapshot
 from participants.testing import TopicReader, command, order, produce, running
-from participants.workers import payment, snapshot
 from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompensated, StepCompleted, StepFailed
 
@@ -92,7 +93,7 @@ async def test_declines_are_non_retryable(
 ) -> None:
     """Above the limit, or the test card: declined for good, nothing charged."""
     cmd = charge("p4", amount, method)
-    async with running(settings, payment.build(limit=Decimal("10000"))):
+    async with running(settings, payment.build(OrderConfig(payment_limit=Decimal("10000")))):
         await produce(settings, [cmd])
         reply = await events.reply(cmd.message_id)
     assert isinstance(reply, StepFailed) and not reply.retryable and reason in reply.reason
@@ -102,10 +103,25 @@ async def test_declines_are_non_retryable(
 async def test_limit_is_configurable(settings: Settings, events: TopicReader) -> None:
     """A lower limit declines what the default accepts."""
     cmd = charge("p5", "50.00")
-    async with running(settings, payment.build(limit=Decimal("20"))):
+    async with running(settings, payment.build(OrderConfig(payment_limit=Decimal("20")))):
         await produce(settings, [cmd])
         reply = await events.reply(cmd.message_id)
     assert isinstance(reply, StepFailed) and "limit of 20" in reply.reason
+
+
+async def test_limit_and_test_card_come_from_the_environment(
+    settings: Settings, events: TopicReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built without a config (as `saga participant run payment` does), the worker reads
+    SAGA_PAYMENT_LIMIT and SAGA_PAYMENT_DECLINED_METHOD."""
+    monkeypatch.setenv("SAGA_PAYMENT_LIMIT", "30")
+    monkeypatch.setenv("SAGA_PAYMENT_DECLINED_METHOD", "gift-card")
+    over, gift = charge("p7", "40.00"), charge("p8", "5.00", "gift-card")
+    async with running(settings, payment.build()):
+        await produce(settings, [over, gift])
+        replies = await events.replies([over.message_id, gift.message_id])
+    assert "limit of 30" in replies[over.message_id].reason
+    assert "'gift-card' was refused" in replies[gift.message_id].reason
 
 
 async def test_invalid_amount_is_non_retryable(settings: Settings, events: TopicReader) -> None:

@@ -18,10 +18,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from redis.asyncio import Redis
 
-from participants import faults
 from participants.keys import SdkKeys, group_id
+from participants.samples.faults import inject as faults
+from participants.samples.order.workers import seed_stock, snapshot
 from participants.testing import TopicReader, command, order, produce
-from participants.workers import seed_stock, snapshot
 from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompensated, StepCompleted
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from participants.samples.order.workers import notification, shipping, snapshot
 from participants.sdk import run_many
 from participants.testing import FAST, TopicReader, command, produce
-from participants.workers import notification, shipping, snapshot
 from schemas.config import Settings
 from schemas.messages import StepCompensated, StepCompleted, StepFailed
 

@@ -1,5 +1,6 @@
 """The real infrastructure answers as the project expects: Kafka round trips with both client
-libraries, Lua on Redis, Redis persistence settings, and the three saga topics."""
+libraries (built by `infra.kafka`, as everything else builds them), Lua on Redis, Redis
+persistence settings, and the three saga topics."""
 
 from __future__ import annotations
 
@@ -10,13 +11,11 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-import redis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
 
+from infra import kafka
+from infra import redis as redis_factory
 from schemas.config import Settings
-from tests.conftest import Infra, create_topics
+from tests.conftest import Infra
 
 
 def _unique(prefix: str) -> str:
@@ -24,50 +23,42 @@ def _unique(prefix: str) -> str:
 
 
 @pytest.fixture
-def new_topic(infra: Infra) -> Iterator[Callable[[str], str]]:
+def stack(infra: Infra) -> Settings:
+    return Settings(kafka_bootstrap_servers=infra.bootstrap, redis_url=infra.redis_url)
+
+
+@pytest.fixture
+def new_topic(stack: Settings) -> Iterator[Callable[[str], str]]:
     """Create uniquely named topics; delete them afterwards (thousands of leftover partitions
     slow the broker's restart and grow its memory)."""
     made: list[str] = []
 
     def make(prefix: str) -> str:
         name = _unique(prefix)
-        create_topics(infra.bootstrap, [name], 2)
+        kafka.create_topics(stack, [name], 2)
         made.append(name)
         return name
 
     yield make
     if made:
-        admin = AdminClient({"bootstrap.servers": infra.bootstrap})  # alive until resolved
-        for future in admin.delete_topics(made, operation_timeout=30).values():
-            future.result(timeout=60)
+        kafka.delete_topics(stack, made)
 
 
-async def test_aiokafka_round_trip(infra: Infra, new_topic: Callable[[str], str]) -> None:
+async def test_aiokafka_round_trip(stack: Settings, new_topic: Callable[[str], str]) -> None:
+    """A record produced with the project's aiokafka producer comes back to its consumer."""
     topic = new_topic("stack-aiokafka")
-    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap, acks="all")
-    await producer.start()
-    try:
+    async with kafka.started(kafka.producer(stack)) as producer:
         await producer.send_and_wait(topic, b"hello from aiokafka", key=b"k1")
-    finally:
-        await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=infra.bootstrap,
-        group_id=_unique("g"),
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
+    async with kafka.started(kafka.consumer(stack, topic, group_id=_unique("g"))) as consumer:
         record = await asyncio.wait_for(consumer.getone(), timeout=60)
-    finally:
-        await consumer.stop()
     assert (record.key, record.value) == (b"k1", b"hello from aiokafka")
 
 
-def test_confluent_kafka_round_trip(infra: Infra, new_topic: Callable[[str], str]) -> None:
+def test_confluent_kafka_round_trip(stack: Settings, new_topic: Callable[[str], str]) -> None:
+    """The same with the confluent-kafka (librdkafka) clients."""
     topic = new_topic("stack-confluent")
     delivered: list[str | None] = []
-    producer = Producer({"bootstrap.servers": infra.bootstrap, "acks": "all"})
+    producer = kafka.sync_producer(stack)
     producer.produce(
         topic,
         value=b"hello from confluent-kafka",
@@ -76,13 +67,7 @@ def test_confluent_kafka_round_trip(infra: Infra, new_topic: Callable[[str], str
     )
     assert producer.flush(30) == 0
     assert delivered == [None]
-    consumer = Consumer(
-        {
-            "bootstrap.servers": infra.bootstrap,
-            "group.id": _unique("g"),
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = kafka.sync_consumer(stack, _unique("g"))
     consumer.subscribe([topic])
     try:
         deadline = time.monotonic() + 60
@@ -97,8 +82,8 @@ def test_confluent_kafka_round_trip(infra: Infra, new_topic: Callable[[str], str
         consumer.close()
 
 
-def test_redis_runs_lua(infra: Infra) -> None:
-    client = redis.Redis.from_url(infra.redis_url, decode_responses=True)
+def test_redis_runs_lua(stack: Settings) -> None:
+    client = redis_factory.sync_client(stack, decode=True)
     key = _unique("test-stack-lua")
     try:
         script = (
@@ -116,8 +101,8 @@ def test_redis_runs_lua(infra: Infra) -> None:
     bool(os.environ.get("REDIS_URL") or os.environ.get("SAGA_REDIS_URL")),
     reason="an external Redis: its persistence settings are its operator's choice",
 )
-def test_redis_persistence_settings(infra: Infra) -> None:
-    client = redis.Redis.from_url(infra.redis_url, decode_responses=True)
+def test_redis_persistence_settings(stack: Settings) -> None:
+    client = redis_factory.sync_client(stack, decode=True)
     try:
         assert client.config_get("appendonly") == {"appendonly": "yes"}
         assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
@@ -126,7 +111,7 @@ def test_redis_persistence_settings(infra: Infra) -> None:
         client.close()
 
 
-def test_saga_topics_exist(infra: Infra) -> None:
+def test_saga_topics_exist(stack: Settings) -> None:
     defaults = Settings.model_fields
     names = [
         os.environ.get("SAGA_COMMANDS_TOPIC", str(defaults["commands_topic"].default)),
@@ -134,6 +119,6 @@ def test_saga_topics_exist(infra: Infra) -> None:
         os.environ.get("SAGA_DLQ_TOPIC", str(defaults["dlq_topic"].default)),
     ]
     partitions = int(os.environ.get("SAGA_TOPIC_PARTITIONS", "6"))
-    meta = AdminClient({"bootstrap.servers": infra.bootstrap}).list_topics(timeout=30)
+    meta = kafka.admin(stack).list_topics(timeout=30)
     found = {n: len(meta.topics[n].partitions) for n in names if n in meta.topics}
     assert found == dict.fromkeys(names, partitions)

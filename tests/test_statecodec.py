@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.core.decide import decide
-from orchestrator.core.definition import ORDER_FULFILLMENT, default_registry
+from orchestrator.core.definition import Registry
 from orchestrator.core.model import (
     Event,
     Operator,
@@ -16,10 +16,11 @@ from orchestrator.core.model import (
     StepStatus,
     TimerDue,
 )
-from orchestrator.statecodec import from_fields, from_iso, iso, saga_type_of, to_fields
+from orchestrator.engine.statecodec import from_fields, from_iso, iso, saga_type_of, to_fields
+from participants.samples.order.saga import ORDER_FULFILLMENT
 
 D = ORDER_FULFILLMENT
-REG = default_registry()
+REG = Registry([ORDER_FULFILLMENT])
 T0 = 1_700_000_000_123
 R, P, S, C = (s.name for s in D.steps)
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from orchestrator import tracing
+from orchestrator.telemetry import tracing
 from participants.outcome import Outcome, reply_record
 from schemas import codec
 from schemas.config import Settings

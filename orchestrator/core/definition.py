@@ -1,7 +1,9 @@
 """Saga definitions as code: a named, versioned list of steps, each with its compensation.
 
-A user registers their own saga types from a Python module named in configuration
-(`SAGA_SAGA_MODULES=mycompany.sagas`): the module exposes `SAGAS`, a list of `SagaDefinition`.
+A saga type is registered from a Python module named in configuration
+(`SAGA_SAGA_MODULES='["mycompany.sagas"]'`): the module exposes `SAGAS`, a list of
+`SagaDefinition` (see `orchestrator.engine.sagas`). The shipped order saga is such a module:
+`participants.samples.order.saga`.
 """
 
 from __future__ import annotations
@@ -77,20 +79,6 @@ class SagaDefinition:
         return None
 
 
-ORDER_FULFILLMENT = SagaDefinition(
-    name="order_fulfillment",
-    version=1,
-    steps=(
-        StepDef("reserve_inventory", "inventory", "ReserveItems", "ReleaseReservation"),
-        StepDef("process_payment", "payment", "ProcessPayment", "RefundPayment"),
-        StepDef("create_shipment", "shipping", "CreateShipment", "CancelShipment"),
-        StepDef(
-            "send_confirmation", "notification", "SendOrderConfirmation", "SendCancellationNotice"
-        ),
-    ),
-)
-
-
 class Registry(Mapping[str, SagaDefinition]):
     """Saga types by name. Older versions stay registered so in-flight sagas keep their steps."""
 
@@ -117,7 +105,3 @@ class Registry(Mapping[str, SagaDefinition]):
 
     def __len__(self) -> int:
         return len(self._latest)
-
-
-def default_registry() -> Registry:
-    return Registry([ORDER_FULFILLMENT])

@@ -1,6 +1,7 @@
 """Operating sagas from outside the daemon: queries over the Redis state, operator commands,
-dead-letter inspection and replay, and starting orders. The CLI (`orchestrator.cli_ops`) and the
-HTTP API (`orchestrator.http`) are thin layers over these modules.
+dead-letter inspection and replay. The CLI (`orchestrator.ops.cli`, `cli_sagas`) and the HTTP
+API (`orchestrator.ops.http`) are thin layers over these modules; `doctor` checks the
+connections; `plugins` lets installed packages add CLI commands.
 
 Errors a person can act on:
 

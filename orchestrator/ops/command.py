@@ -14,16 +14,16 @@ from typing import Any
 import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from infra import redis as redis_factory
 from orchestrator.config import OrchestratorSettings
+from orchestrator.engine.keys import Keys
+from orchestrator.engine.sagas import load_registry
 from orchestrator.errors import ConfigError
-from orchestrator.keys import Keys
 from orchestrator.ops import InputError, OpsError
 from orchestrator.ops.query import SagaQuery
 from orchestrator.ops.render import Output
-from orchestrator.sagas import load_registry
 
 _CONN = (
     ("kafka", "--kafka", "Kafka bootstrap servers (SAGA_KAFKA_BOOTSTRAP_SERVERS).", str | None),
@@ -102,12 +102,6 @@ def ops_command(fn: Callable[..., Any]) -> Callable[..., None]:
 
 @contextlib.asynccontextmanager
 async def saga_query(settings: OrchestratorSettings) -> AsyncIterator[SagaQuery]:
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=10,
-        socket_connect_timeout=settings.connect_timeout_s,
-    )
-    try:
-        yield SagaQuery(redis, Keys(settings.key_prefix), load_registry(settings.saga_modules))
-    finally:
-        await redis.aclose()
+    registry = load_registry(settings.saga_modules)
+    async with redis_factory.connected(settings) as redis:
+        yield SagaQuery(redis, Keys(settings.key_prefix), registry)

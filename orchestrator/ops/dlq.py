@@ -21,6 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from infra import kafka as kafka_factory
 from orchestrator.ops import InputError, NotFoundError, RefusedError
 from schemas import codec
 from schemas.config import Settings
@@ -121,9 +122,8 @@ class Filter:
 
 
 def _consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
+    return kafka_factory.consumer(
+        settings,
         group_id=None,
         max_partition_fetch_bytes=20 * 1_048_576,
         fetch_max_bytes=50 * 1_048_576,

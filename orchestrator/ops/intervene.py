@@ -84,7 +84,7 @@ def command(
     return OperatorCommand(
         message_id=new_id(),
         saga_id=status.saga_id,
-        saga_type=status.saga_type or "order_fulfillment",
+        saga_type=status.saga_type,
         correlation_id=status.correlation_id or None,
         traceparent=status.traceparent or None,
         action=action,

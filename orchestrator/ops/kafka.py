@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaProducer
 
+from infra import kafka as kafka_factory
 from schemas import codec
 from schemas.codec import Format
 from schemas.config import Settings
@@ -24,18 +25,11 @@ from schemas.messages import Envelope
 
 @contextlib.asynccontextmanager
 async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_idempotence=True,
-        acks="all",
-        max_request_size=17 * 1_048_576,
-        request_timeout_ms=int(settings.connect_timeout_s * 1000) + 10_000,
+    p = kafka_factory.producer(
+        settings, request_timeout_ms=int(settings.connect_timeout_s * 1000) + 10_000
     )
-    await p.start()
-    try:
+    async with kafka_factory.started(p):
         yield p
-    finally:
-        await p.stop()
 
 
 def message_headers(msg: Envelope) -> Headers:

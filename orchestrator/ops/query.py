@@ -1,6 +1,6 @@
 """Read-only questions about sagas, answered from Redis: status, lists and stuck sagas.
 
-Uses the keys of `orchestrator.keys`: the saga hash, its history stream and the state indexes
+Uses the keys of `orchestrator.engine.keys`: the saga hash, its history stream and the state indexes
 (sorted sets scored by the time, in ms, the saga entered the state). Nothing here writes.
 """
 
@@ -14,9 +14,9 @@ from redis.asyncio import Redis
 
 from orchestrator.core.definition import Registry
 from orchestrator.core.model import FINAL, Status
-from orchestrator.keys import Keys
+from orchestrator.engine.keys import Keys
+from orchestrator.engine.statecodec import from_iso
 from orchestrator.ops import NotFoundError
-from orchestrator.statecodec import from_iso
 
 #: states a saga can be stuck in (not final)
 OPEN_STATES = tuple(s.value for s in Status if s not in FINAL)

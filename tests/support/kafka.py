@@ -7,8 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
+from infra import kafka
 from schemas.config import Settings
 
 
@@ -28,37 +27,29 @@ async def wait_for(
 async def produce(
     settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]], headers: Any = None
 ) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=20_000_000
-    )
-    await producer.start()
-    try:
+    # not idempotent: a test may send records bigger than the topic takes, to see them refused
+    producer = kafka.producer(settings, enable_idempotence=False, max_request_size=20_000_000)
+    async with kafka.started(producer):
         futures = [
             await producer.send(topic, value, key, headers=headers) for key, value in records
         ]
         await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 async def read_all(settings: Settings, topic: str, expect: int, timeout_s: float = 30) -> list[Any]:
     """Read a topic from the beginning until `expect` records arrived (or the deadline)."""
-    consumer = AIOKafkaConsumer(
+    consumer = kafka.consumer(
+        settings,
         topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
+        group_id=None,
         max_partition_fetch_bytes=20_000_000,
         fetch_max_bytes=50_000_000,
     )
-    await consumer.start()
     out: list[Any] = []
     deadline = time.monotonic() + timeout_s
-    try:
+    async with kafka.started(consumer):
         while len(out) < expect and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for rs in batch.values():
                 out.extend(rs)
-    finally:
-        await consumer.stop()
     return out

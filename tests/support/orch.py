@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
-
+from infra import redis as redis_factory
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.definition import Registry
-from orchestrator.daemon import Orchestrator
-from orchestrator.keys import Keys
+from orchestrator.engine.daemon import Orchestrator
+from orchestrator.engine.keys import Keys
+from orchestrator.engine.sagas import SagaModules
+from orchestrator.runner import http_beside
+from participants.samples.order import saga as order_saga
 from schemas.config import Settings
 from tests.support.kafka import wait_for
 from tests.support.sagas_fast import ORDER_FAST
@@ -25,13 +27,24 @@ def orchestrator_settings(settings: Settings, **overrides: object) -> Orchestrat
     return OrchestratorSettings(**values)
 
 
+def with_order_starts(registry: Registry) -> SagaModules:
+    """The saga types of `registry`, started by StartSaga and (as the order sample maps it)
+    StartOrder."""
+    return SagaModules(registry=registry, starts=dict(order_saga.STARTS))
+
+
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, registry: Registry | None = None, **overrides: object
+    settings: Settings, sagas: Registry | SagaModules | None = None, **overrides: object
 ) -> AsyncIterator[Orchestrator]:
-    orch = Orchestrator(
-        orchestrator_settings(settings, **overrides), registry or Registry([ORDER_FAST])
-    )
+    """The daemon (and its HTTP API when `http_port` is given) in this event loop."""
+    if not isinstance(sagas, SagaModules):
+        sagas = with_order_starts(sagas or Registry([ORDER_FAST]))
+        sagas.http_routes.extend(order_saga.HTTP_ROUTES)
+    s = orchestrator_settings(settings, **overrides)
+    orch = Orchestrator(s, sagas)
+    http = http_beside(s, sagas, orch)
+    await http.__aenter__()
     task = asyncio.create_task(orch.run())
 
     async def assigned() -> bool:
@@ -44,12 +57,15 @@ async def running(
         yield orch
     finally:
         orch.stop()
-        await asyncio.wait_for(task, 60)
+        try:
+            await asyncio.wait_for(task, 60)
+        finally:
+            await http.__aexit__(None, None, None)
 
 
 class SagaReader:
     def __init__(self, settings: Settings) -> None:
-        self.redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        self.redis = redis_factory.client(settings, decode=True)
         self.keys = Keys(settings.key_prefix)
 
     async def state(self, saga_id: str) -> str | None:

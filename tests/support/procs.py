@@ -33,7 +33,7 @@ def orchestrator_env(settings: Settings, **extra: str) -> dict[str, str]:
 def start_orchestrator(settings: Settings, log_path: Path, **extra: str) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "orchestrator", "run"],
+        [sys.executable, "-m", "orchestrator.ops.cli", "orchestrator", "run"],
         env=orchestrator_env(settings, **extra),
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -2,6 +2,7 @@
 and retries happen within seconds. Loaded with SAGA_SAGA_MODULES='["tests.support.sagas_fast"]'."""
 
 from orchestrator.core.definition import RetryPolicy, SagaDefinition, StepDef
+from participants.samples.order.saga import STARTS as ORDER_STARTS
 
 FAST_RETRY = RetryPolicy(
     max_attempts=3, initial_backoff_s=0.1, multiplier=2.0, max_backoff_s=0.5, jitter=0.2
@@ -40,3 +41,4 @@ ORDER_FAST = SagaDefinition(
 )
 
 SAGAS = [ORDER_FAST]
+STARTS = ORDER_STARTS  # StartOrder starts it, as in the order sample

@@ -2,6 +2,7 @@
 mistaken for a silent participant, so every saga takes exactly one attempt per step."""
 
 from orchestrator.core.definition import SagaDefinition
+from participants.samples.order.saga import STARTS as ORDER_STARTS
 from tests.support.sagas_fast import ORDER_FAST, fast
 
 ORDER_PATIENT = SagaDefinition(
@@ -14,3 +15,4 @@ ORDER_PATIENT = SagaDefinition(
 )
 
 SAGAS = [ORDER_PATIENT]
+STARTS = ORDER_STARTS  # StartOrder starts it, as in the order sample

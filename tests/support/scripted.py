@@ -11,8 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
+from infra import kafka
 from schemas import codec
 from schemas.config import Settings
 from schemas.messages import Envelope, SagaCommand, StepCompensated, StepCompleted, StepFailed
@@ -71,13 +70,10 @@ class ScriptedParticipant:
             await self._task
 
     async def _run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            self.s.commands_topic,
-            bootstrap_servers=self.s.kafka_bootstrap_servers,
-            group_id=f"scripted-{uuid.uuid4().hex[:8]}",
-            auto_offset_reset="earliest",
+        consumer = kafka.consumer(
+            self.s, self.s.commands_topic, group_id=f"scripted-{uuid.uuid4().hex[:8]}"
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.s.kafka_bootstrap_servers, linger_ms=2)
+        producer = kafka.producer(self.s)
         await consumer.start()
         await producer.start()
         self._ready.set()

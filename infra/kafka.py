@@ -1,0 +1,178 @@
+"""Every Kafka client the project builds comes from here, configured from `Settings`.
+
+The defaults are the project's contract with Kafka, decided once:
+- producers are idempotent with acks=all, and can carry any record an input topic accepts on
+  to the dead-letter topic (`MAX_REQUEST_BYTES`);
+- consumers read raw bytes (a failing deserializer inside aiokafka would loop forever), commit
+  by hand after the effects are durable, start from the earliest offset of a new group, and
+  notice new topics and partitions within 30 s rather than aiokafka's 5 minutes.
+A caller passes only what is its own (a group id, a client id, a batch size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas.config import Settings
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient
+
+#: big enough to dead-letter any record the input topics accept (up to 16 MiB by default)
+MAX_REQUEST_BYTES = 17 * 1_048_576
+#: notice topics created (or partitions added) after start within this time
+METADATA_MAX_AGE_MS = 30_000
+
+
+class _Startable(Protocol):
+    async def start(self) -> Any: ...
+    async def stop(self) -> Any: ...
+
+
+C = TypeVar("C", bound=_Startable)
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """The aiokafka options every client shares: where the brokers are."""
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers}
+
+
+def librdkafka_options(settings: Settings) -> dict[str, Any]:
+    """The same for confluent-kafka (librdkafka) clients."""
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers}
+
+
+def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent, acks=all producer (not started)."""
+    options: dict[str, Any] = {
+        **client_options(settings),
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 2,
+        "max_request_size": MAX_REQUEST_BYTES,
+        "request_timeout_ms": int(settings.connect_timeout_s * 1000) + 30_000,
+    }
+    return AIOKafkaProducer(**(options | overrides))
+
+
+def consumer(
+    settings: Settings, *topics: str, group_id: str | None, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A raw-bytes consumer with manual commits (not started). `group_id=None` reads without
+    a group (assign or subscribe to every partition; nothing is committed)."""
+    options: dict[str, Any] = {
+        **client_options(settings),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "metadata_max_age_ms": METADATA_MAX_AGE_MS,
+        "key_deserializer": None,
+        "value_deserializer": None,
+    }
+    return AIOKafkaConsumer(*topics, **(options | overrides))
+
+
+@contextlib.asynccontextmanager
+async def started(client: C) -> AsyncIterator[C]:
+    """Start an aiokafka client for the block and stop it afterwards, whatever happens."""
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()
+
+
+def admin(settings: Settings, **conf: Any) -> AdminClient:
+    """A confluent-kafka admin client (topics, metadata)."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(librdkafka_options(settings) | conf)
+
+
+def sync_producer(settings: Settings, **conf: Any) -> Producer:
+    """A confluent-kafka producer, acks=all (for tools and tests outside an event loop)."""
+    from confluent_kafka import Producer
+
+    return Producer(librdkafka_options(settings) | {"acks": "all"} | conf)
+
+
+def sync_consumer(settings: Settings, group_id: str, **conf: Any) -> Consumer:
+    """A confluent-kafka consumer with manual commits, from the earliest offset."""
+    from confluent_kafka import Consumer
+
+    options = {"group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    return Consumer(librdkafka_options(settings) | options | conf)
+
+
+#: records up to 16 MiB reach the orchestrator, whose own cap (SAGA_MAX_MESSAGE_BYTES, 1 MB)
+#: dead-letters them with a reason instead of the broker refusing them at the producer, and
+#: the dead-letter topic can hold whatever the input topics accepted.
+TOPIC_CONFIG = {"max.message.bytes": str(16 * 1_048_576)}
+
+
+def create_topics(
+    settings: Settings, names: list[str], partitions: int, timeout_s: float = 30.0
+) -> list[str]:
+    """Create `names` (one replica each, `TOPIC_CONFIG`) and wait until every partition has a
+    leader: a consumer that subscribes before that gets no partitions until its next metadata
+    refresh. Topics that exist are left as they are. One line of report per topic; raises
+    `confluent_kafka.KafkaException` when the cluster refuses."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.cimpl import NewTopic
+
+    client = admin(settings, **{"socket.timeout.ms": int(timeout_s * 1000)})
+    existing = client.list_topics(timeout=timeout_s).topics
+    lines: list[str] = []
+    for name in names:
+        if name in existing:
+            count = len(existing[name].partitions)
+            note = "" if count == partitions else f" (SAGA_TOPIC_PARTITIONS is {partitions})"
+            lines.append(f"topic {name}: exists, {count} partitions{note}")
+    wanted = [NewTopic(n, num_partitions=partitions, replication_factor=1, config=TOPIC_CONFIG)
+              for n in names if n not in existing]  # fmt: skip
+    if wanted:
+        futures = client.create_topics(
+            wanted, operation_timeout=timeout_s, request_timeout=timeout_s
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout=timeout_s * 2)
+                lines.append(f"topic {name}: created, {partitions} partitions")
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if not (
+                    isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS
+                ):
+                    raise
+                lines.append(f"topic {name}: exists")
+    _wait_for_leaders(client, names, timeout_s * 2)
+    return lines
+
+
+def _wait_for_leaders(client: AdminClient, names: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        topics = client.list_topics(timeout=10).topics
+        if all(
+            n in topics
+            and topics[n].partitions
+            and all(p.leader >= 0 for p in topics[n].partitions.values())
+            for n in names
+        ):
+            return
+        time.sleep(0.05)  # polling the broker's metadata, bounded by the deadline
+    raise TimeoutError(f"topics {names} did not get partition leaders within {timeout_s:g} s")
+
+
+def delete_topics(settings: Settings, names: list[str], timeout_s: float = 30.0) -> None:
+    """Delete topics, waiting for the broker's answer; a topic already gone is fine."""
+    client = admin(settings)  # kept alive until the futures resolve
+    for future in client.delete_topics(names, operation_timeout=timeout_s).values():
+        with contextlib.suppress(Exception):
+            future.result(timeout=timeout_s * 2)

@@ -1,0 +1,70 @@
+-- One atomic step for one input to one saga.
+-- Every check comes before the first write: Lua scripts do not roll back.
+--
+-- KEYS, by name in the order of KEY_NAMES (orchestrator/engine/stepargs.py: StepKeys).
+-- ARGV[1]: the named arguments as one JSON object (StepArgs), read below as A.<name>;
+--          one argument instead of dozens, because packing arguments is the client's main cost.
+-- ARGV[2..]: the outbox entries as (key, value, headers) triples, binary-safe.
+-- Returns {1, outbox ids...} when applied, {0} for an input seen before,
+--         {-1, current version} when another writer got there first.
+
+local KEY_NAMES = {'saga', 'history', 'seen', 'outbox', 'timers', 'old_index', 'new_index', 'offsets'}
+local K = {}
+for i, name in ipairs(KEY_NAMES) do
+  K[name] = KEYS[i]
+end
+local A = cjson.decode(ARGV[1])
+
+if A.message_id ~= '' and redis.call('SISMEMBER', K.seen, A.message_id) == 1 then
+  return {0}
+end
+local current = tonumber(redis.call('HGET', K.saga, 'version') or '0')
+if current ~= A.expected_version then
+  return {-1, current}
+end
+
+if #A.fields > 0 then
+  redis.call('HSET', K.saga, unpack(A.fields))
+end
+if #A.history > 0 then
+  redis.call('XADD', K.history, '*', unpack(A.history))
+end
+local result = {1}
+for i = 2, #ARGV, 3 do
+  result[#result + 1] = redis.call('XADD', K.outbox, '*', 'k', ARGV[i], 'v', ARGV[i + 1], 'h', ARGV[i + 2])
+end
+if #A.timers > 0 then
+  redis.call('ZADD', K.timers, unpack(A.timers))
+end
+if #A.cancel_timers > 0 then
+  redis.call('ZREM', K.timers, unpack(A.cancel_timers))
+end
+
+if A.message_id ~= '' then
+  redis.call('SADD', K.seen, A.message_id)
+end
+if A.applied and A.state_changed then
+  redis.call('ZREM', K.old_index, A.saga_id)
+  redis.call('ZADD', K.new_index, A.entered_ms, A.saga_id)
+end
+local seen_offset = tonumber(redis.call('HGET', K.offsets, A.offset_field) or '-1')
+if A.offset > seen_offset then
+  redis.call('HSET', K.offsets, A.offset_field, A.offset)
+end
+
+if A.applied then
+  if A.final and A.retention_s > 0 then
+    redis.call('EXPIRE', K.saga, A.retention_s)
+    redis.call('EXPIRE', K.history, A.retention_s)
+    redis.call('EXPIRE', K.seen, A.retention_s)
+  elseif not A.final then
+    redis.call('PERSIST', K.saga)
+    redis.call('PERSIST', K.history)
+    redis.call('PERSIST', K.seen)
+  end
+elseif redis.call('TTL', K.saga) > 0 then
+  -- an input recorded after the saga finished: let its trace go with the saga
+  redis.call('EXPIRE', K.seen, redis.call('TTL', K.saga))
+  redis.call('EXPIRE', K.history, redis.call('TTL', K.saga))
+end
+return result

@@ -1,0 +1,72 @@
+"""The arguments of `lua/step.lua`, by name, built in one place.
+
+The script reads its keys through the names in `StepKeys` (its `KEY_NAMES` table lists them in
+the order they are passed) and its scalar arguments as one JSON object whose members are the
+fields of `StepArgs`; the outbox entries follow as raw (key, value, headers) triples, because
+Avro values are binary and JSON cannot carry them. `tests/test_step_args.py` holds the two sides
+to each other: a name used in the Lua but not built here, or built here and never read there,
+fails it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, astuple, dataclass, fields
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True)
+class StepKeys:
+    """Every key one step touches (KEYS, in this order)."""
+
+    saga: str  # the hash a person reads with HGETALL
+    history: str  # stream of transitions
+    seen: str  # ids of inputs already applied
+    outbox: str  # commands not yet acknowledged by Kafka
+    timers: str  # sorted set of due timers
+    old_index: str  # the state index the saga leaves
+    new_index: str  # the state index it enters
+    offsets: str  # highest input offset applied, per topic-partition
+
+    def as_list(self) -> list[str]:
+        return list(astuple(self))
+
+
+@dataclass(frozen=True)
+class StepArgs:
+    """The scalar arguments of one step (ARGV[1], as a JSON object)."""
+
+    message_id: str  # dedupe id; '' = no dedupe
+    expected_version: int  # the saga's version this step was decided on (no stale writer)
+    applied: bool  # False: the input is only recorded (history, seen), the saga is unchanged
+    saga_id: str
+    entered_ms: int  # when the saga entered its (new) state: the index score
+    state_changed: bool
+    offset_field: str  # "<topic>:<partition>" of the input
+    offset: int
+    final: bool  # completed/failed/needs-intervention: the keys get the retention TTL
+    retention_s: int  # 0 = keep forever
+    fields: list[str]  # hash fields that changed, as field, value, ...
+    history: list[str]  # the history entry, as field, value, ...
+    timers: list[str]  # timers to set, as score, member, ...
+    cancel_timers: list[str]  # timer members to remove
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+
+def arg_names() -> list[str]:
+    return [f.name for f in fields(StepArgs)]
+
+
+def key_names() -> list[str]:
+    return [f.name for f in fields(StepKeys)]
+
+
+def script_argv(args: StepArgs, outbox: list[tuple[bytes, bytes, bytes]]) -> list[Any]:
+    """ARGV: the named arguments, then each outbox entry's key, value and headers."""
+    argv: list[Any] = [args.encode()]
+    for key, value, headers in outbox:
+        argv += [key, value, headers]
+    return argv

@@ -1,0 +1,319 @@
+"""`saga doctor`: check that the configured Kafka and Redis answer, and say plainly what is wrong.
+
+Each check returns rows `(component, ok, explanation)`; `run_doctor` never raises. The common
+failures get a sentence a person can act on: a host name that does not resolve, nothing listening
+(connection refused), no answer in time, a password or SASL mechanism required.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from infra import kafka as kafka_factory
+from infra import redis as redis_factory
+from schemas.config import Settings
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+Row = tuple[str, bool, str]
+
+START_HINT = "is it running? `scripts/stack up` starts the local one"
+
+
+def run_doctor(settings: Settings) -> list[Row]:
+    """Return (component, ok, explanation) rows for Kafka, its topics, Redis and its config."""
+    rows: list[Row] = []
+    for name, check in (("kafka", check_kafka), ("redis", check_redis)):
+        try:
+            rows.extend(check(settings))
+        except Exception as exc:  # the doctor reports; it never raises
+            rows.append((name, False, f"unexpected error: {type(exc).__name__}: {exc}"))
+    return rows
+
+
+# --- addresses ------------------------------------------------------------------------------
+
+
+def parse_bootstrap(servers: str) -> list[tuple[str, int]]:
+    """`host:port,host2:port2` (an optional `PLAINTEXT://` and `[v6]` allowed) -> [(host, port)]."""
+    out: list[tuple[str, int]] = []
+    for item in servers.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "://" in item:
+            item = item.split("://", 1)[1]
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port_text = rest.lstrip(":") or "9092"
+        else:
+            host, sep, port_text = item.rpartition(":")
+            if not sep:
+                host, port_text = item, "9092"
+        if not host or not port_text.isdigit():
+            raise ValueError(f"{item!r} is not host:port")
+        out.append((host, int(port_text)))
+    if not out:
+        raise ValueError("no servers given")
+    return out
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, safe to print."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def probe_tcp(host: str, port: int, timeout_s: float) -> str | None:
+    """None when a TCP connection opens; else a plain-words reason (DNS, refused, timeout)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return explain_dns(host, exc)
+    last = ""
+    for family, kind, proto, _, addr in infos:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout_s)
+                sock.connect(addr)
+                return None
+        except ConnectionRefusedError:
+            last = f"connection refused at {host}:{port}: nothing listens on that port"
+        except TimeoutError:
+            last = (
+                f"no answer from {host}:{port} within {timeout_s:g} s "
+                "(a firewall drops the packets, the host is down, or the address is wrong)"
+            )
+        except OSError as exc:
+            last = f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+                last += " (no route to that host)"
+    return last or f"cannot connect to {host}:{port}"
+
+
+def explain_dns(host: str, exc: BaseException | None = None) -> str:
+    detail = f" ({exc.args[1]})" if exc is not None and len(exc.args) > 1 else ""
+    return f"cannot resolve host name {host!r}{detail}: the address is wrong or DNS is unreachable"
+
+
+# --- Kafka ----------------------------------------------------------------------------------
+
+
+def explain_kafka_error(text: str, bootstrap: str, timeout_s: float) -> str:
+    """Turn a librdkafka error or log text into a plain sentence."""
+    low = text.lower()
+    if "sasl" in low or "authenticat" in low:
+        return (
+            f"authentication failed at {bootstrap}: the broker requires SASL credentials "
+            f"(or rejected them); librdkafka said: {text}"
+        )
+    if "apiversion" in low and "disconnect" in low:
+        return (
+            f"{bootstrap} closed the connection during the Kafka handshake: it probably expects "
+            "SASL or SSL (a security.protocol mismatch), or it is not Kafka"
+        )
+    if "ssl" in low or "handshake" in low:
+        return f"TLS problem talking to {bootstrap}: {text}"
+    if "resolve" in low:
+        return f"cannot resolve a broker address of {bootstrap}: {text}"
+    if "refused" in low:
+        return f"connection refused at {bootstrap}: nothing listens there ({START_HINT})"
+    if any(w in low for w in ("timed out", "timeout", "transport failure", "brokers down")):
+        return (
+            f"{bootstrap} accepted a connection but gave no Kafka metadata within "
+            f"{timeout_s:g} s: is it really Kafka, and not still starting?"
+        )
+    return f"Kafka at {bootstrap} did not answer: {text}"
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def check_kafka(settings: Settings) -> list[Row]:
+    from confluent_kafka import KafkaError, KafkaException
+
+    bootstrap = settings.kafka_bootstrap_servers
+    timeout_s = settings.connect_timeout_s
+    try:
+        servers = parse_bootstrap(bootstrap)
+    except ValueError as exc:
+        return [("kafka", False, f"KAFKA_BOOTSTRAP_SERVERS={bootstrap!r} is not valid: {exc}")]
+    reasons = [probe_tcp(host, port, timeout_s) for host, port in servers]
+    if all(r is not None for r in reasons):
+        text = "; ".join(r for r in reasons if r)
+        if any("refused" in (r or "") for r in reasons):
+            text += f" ({START_HINT})"
+        return [("kafka", False, text)]
+
+    collected = _Collect()
+    logger = logging.getLogger(f"saga.doctor.kafka.{id(collected)}")
+    logger.propagate = False
+    logger.addHandler(collected)
+    errors: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        errors.append(err.str())
+
+    conf: dict[str, Any] = {
+        "socket.timeout.ms": max(1000, int(timeout_s * 1000)),
+        "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000)),
+        "error_cb": on_error,
+        "logger": logger,  # librdkafka's log lines go here, not to stderr
+    }
+    admin = kafka_factory.admin(settings, **conf)
+    try:
+        meta = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        admin.poll(0)  # serve queued error and log callbacks
+        err = exc.args[0] if exc.args else None
+        text = err.str() if isinstance(err, KafkaError) else str(exc)
+        detail = next(
+            (
+                line
+                for line in [*errors, *collected.lines]
+                if any(w in line.lower() for w in ("sasl", "authentic", "apiversion", "ssl"))
+            ),
+            text,
+        )
+        return [("kafka", False, explain_kafka_error(detail, bootstrap, timeout_s))]
+    finally:
+        logger.removeHandler(collected)
+
+    brokers = ", ".join(f"{b.host}:{b.port}" for b in sorted(meta.brokers.values(), key=str))
+    rows: list[Row] = [
+        (
+            "kafka",
+            True,
+            f"{bootstrap} answers: {len(meta.brokers)} broker(s) ({brokers}), "
+            f"cluster id {meta.cluster_id}",
+        )
+    ]
+    rows.append(_topics_row(settings, {n: len(t.partitions) for n, t in meta.topics.items()}))
+    return rows
+
+
+def _topics_row(settings: Settings, have: dict[str, int]) -> Row:
+    wanted = [settings.commands_topic, settings.events_topic, settings.dlq_topic]
+    missing = [t for t in wanted if t not in have]
+    present = ", ".join(f"{t} ({have[t]} partitions)" for t in wanted if t in have)
+    if missing:
+        hint = "`scripts/stack up` creates them on the local Kafka"
+        found = f"; present: {present}" if present else ""
+        return ("kafka topics", False, f"missing: {', '.join(missing)}{found} ({hint})")
+    return ("kafka topics", True, present)
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def explain_redis_error(exc: BaseException, where: str, timeout_s: float) -> str:
+    import redis.exceptions as rex
+
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, rex.AuthenticationError) or "noauth" in low or "wrongpass" in low:
+        if "wrongpass" in low or "invalid" in low:
+            return (
+                f"Redis at {where} rejected the password (WRONGPASS): fix the password "
+                "in REDIS_URL (redis://:PASSWORD@host:port/0)"
+            )
+        return (
+            f"Redis at {where} requires a password (NOAUTH): put it in REDIS_URL "
+            "as redis://:PASSWORD@host:port/0"
+        )
+    if "noperm" in low:
+        return f"Redis at {where}: this user lacks permission for the command ({text})"
+    for link in _chain(exc):
+        if isinstance(link, socket.gaierror):
+            return explain_dns(where.rsplit(":", 1)[0], link)
+        if isinstance(link, ConnectionRefusedError):
+            return f"connection refused at {where}: nothing listens on that port ({START_HINT})"
+    if "name or service not known" in low or "temporary failure in name resolution" in low:
+        return explain_dns(where.rsplit(":", 1)[0])
+    if "connection refused" in low or "error 111" in low:
+        return f"connection refused at {where}: nothing listens on that port ({START_HINT})"
+    if isinstance(exc, rex.TimeoutError) or "timeout" in low or "timed out" in low:
+        return (
+            f"no answer from {where} within {timeout_s:g} s: a firewall, a wrong port, "
+            "or something that is not Redis"
+        )
+    return f"Redis at {where} did not answer PING: {type(exc).__name__}: {text}"
+
+
+def check_redis(settings: Settings) -> list[Row]:
+    import redis.exceptions as rex
+
+    url = settings.redis_url
+    shown = redact_url(url)
+    timeout_s = settings.connect_timeout_s
+    try:
+        parts = urlsplit(url)
+        where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+        client = redis_factory.sync_client(settings, timeout_s=timeout_s)
+    except ValueError as exc:
+        return [("redis", False, f"REDIS_URL {shown!r} is not a valid redis:// URL: {exc}")]
+    try:
+        try:
+            client.ping()
+            info = client.info("server")
+        except (rex.RedisError, OSError) as exc:
+            return [("redis", False, explain_redis_error(exc, where, timeout_s))]
+        version = info.get("redis_version", "?") if isinstance(info, dict) else "?"
+        rows: list[Row] = [("redis", True, f"{shown} answers PING (Redis {version})")]
+        rows.append(_redis_config_row(client))
+        return rows
+    finally:
+        client.close()
+
+
+def _redis_config_row(client: Redis) -> Row:
+    import redis.exceptions as rex
+
+    try:
+        aof = client.config_get("appendonly").get("appendonly")
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except rex.ResponseError as exc:
+        return (
+            "redis config",
+            True,
+            f"CONFIG GET is not allowed here ({exc}); check yourself that appendonly is yes "
+            "and maxmemory-policy is noeviction",
+        )
+    text = f"appendonly {aof}, maxmemory-policy {policy}"
+    problems = []
+    if aof != "yes":
+        problems.append("without AOF, state written since the last snapshot is lost on a crash")
+    if policy != "noeviction":
+        problems.append("an evicting policy can silently drop saga state under memory pressure")
+    if problems:
+        return ("redis config", False, f"{text}: {'; '.join(problems)}")
+    return ("redis config", True, text)

@@ -1,0 +1,246 @@
+"""The HTTP API of an orchestrator copy (aiohttp), served when `http_port` is set.
+
+    GET  /api/sagas?state=&type=&olderThan=&stuck=&limit=
+    GET  /api/sagas/{id}   and   /api/sagas/{id}/status
+    POST /api/sagas/{id}/retry|abort|resume|skip-compensation
+    GET  /metrics  /livez  /readyz
+    ...and the routes saga modules add (`HTTP_ROUTES`, a list of `Route`), such as the order
+    sample's POST /api/orders.
+
+The API reads the daemon only through `DaemonView` (partitions, lag, counters); it has its own
+Redis client and Kafka producer, so it never reaches into the loop's clients.
+
+Writes go through Kafka like every other input (the daemon stays the only writer of saga
+state); reads come from Redis. Every error is a JSON body `{"error": "..."}` with a 4xx status,
+or a 500 without internals (the exception is logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from infra import kafka as kafka_factory
+from infra import redis as redis_factory
+from orchestrator.config import OrchestratorSettings
+from orchestrator.engine.keys import Keys
+from orchestrator.engine.sagas import SagaModules
+from orchestrator.ops import InputError, OpsError, intervene, kafka, validate
+from orchestrator.ops.query import SagaQuery
+from orchestrator.telemetry.metrics import Gauges, Metrics
+from schemas.messages import Envelope
+
+log = logging.getLogger("orchestrator.ops.http")
+MAX_BODY_BYTES = 1_048_576
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class DaemonView(Protocol):
+    """What the API may know of the daemon it runs beside (the daemon satisfies it)."""
+
+    metrics: Metrics
+
+    def partitions(self) -> list[tuple[str, int]]:
+        """The partitions this copy owns now."""
+        ...
+
+    async def consumer_lag(self) -> dict[tuple[str, int], int]:
+        """Per owned partition: the high watermark minus this copy's position."""
+        ...
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route a saga module adds: `handler(request, api)` returns the response."""
+
+    method: str
+    path: str
+    handler: Callable[[web.Request, HttpApi], Awaitable[web.StreamResponse]]
+
+
+_ACTIONS: dict[str, intervene.Action] = {
+    "retry": "retry",
+    "abort": "abort",
+    "resume": "resume",
+    "skip-compensation": "skip_compensation",
+}
+
+
+def json_response(status: int, doc: Any) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return json_response(status, {"error": message})
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except OpsError as exc:
+        return _error(exc.http_status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, "internal error")
+
+
+class HttpApi:
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        sagas: SagaModules,
+        daemon: DaemonView,
+        redis: Redis | None = None,
+    ) -> None:
+        """`redis`: a client to use instead of building one (tests); the caller closes it."""
+        self.s = settings
+        self.registry = sagas.registry
+        self.daemon = daemon
+        self.runner: web.AppRunner | None = None
+        self.redis: Redis | None = redis
+        self._own_redis = redis is None
+        self.producer: AIOKafkaProducer | None = None
+        self._producer_started = False
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
+        for route in sagas.http_routes:
+            self.app.router.add_route(route.method, route.path, self._plugin(route))
+        self.app.router.add_get("/api/sagas", self.list_sagas)
+        self.app.router.add_get("/api/sagas/{id}", self.get_saga)
+        self.app.router.add_get("/api/sagas/{id}/status", self.get_saga)
+        self.app.router.add_post(
+            "/api/sagas/{id}/{action:retry|abort|resume|skip-compensation}", self.post_action
+        )
+        self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get("/livez", self.livez)
+        self.app.router.add_get("/readyz", self.readyz)
+
+    def _plugin(self, route: Route) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await route.handler(request, self)
+
+        return handle
+
+    async def start(self) -> None:
+        if self.redis is None:
+            self.redis = redis_factory.client(self.s)
+        # started lazily by the first write: the API serves reads while Kafka is away
+        self.producer = kafka_factory.producer(self.s)
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.s.http_host, self.s.http_port)
+        await site.start()
+        log.info("http api listening on %s:%s", self.s.http_host, self.s.http_port)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.producer is not None and self._producer_started:
+            await self.producer.stop()
+        if self.redis is not None and self._own_redis:
+            await self.redis.aclose()
+
+    def _query(self) -> SagaQuery:
+        assert self.redis is not None
+        return SagaQuery(self.redis, Keys(self.s.key_prefix), self.registry)
+
+    async def body(self, request: web.Request, required: bool) -> dict[str, Any]:
+        if not request.can_read_body:
+            if required:
+                raise InputError("a JSON body is required")
+            return {}
+        if request.content_type != "application/json":
+            raise web.HTTPUnsupportedMediaType(reason="Content-Type must be application/json")
+        return validate.json_object(await request.read(), "body")
+
+    # ---- writes ----
+    async def post_action(self, request: web.Request) -> web.Response:
+        sid = validate.saga_id(request.match_info["id"])
+        action = _ACTIONS[request.match_info["action"]]
+        body = await self.body(request, required=False)
+        step, reason, operator = body.get("step"), body.get("reason", ""), body.get("operator")
+        if not all(isinstance(v, str | None) for v in (step, reason, operator)):
+            raise InputError("step, reason and operator must be strings")
+        status = await self._query().status(sid)
+        msg = intervene.command(
+            status, action, step=step, reason=reason or "", operator=operator or "http"
+        )
+        await self.send(self.s.events_topic, msg)
+        return json_response(202, {"sagaId": sid, "action": action, "messageId": msg.message_id})
+
+    async def send(self, topic: str, msg: Envelope) -> None:
+        """Produce one message keyed by its saga id and wait for the broker's acknowledgement."""
+        assert self.producer is not None
+        if not self._producer_started:
+            await self.producer.start()
+            self._producer_started = True
+        await kafka.send(self.producer, topic, msg, self.s.output_format)
+
+    # ---- reads ----
+    async def get_saga(self, request: web.Request) -> web.Response:
+        sid = validate.saga_id(request.match_info["id"])
+        return json_response(200, (await self._query().status(sid)).to_json())
+
+    async def list_sagas(self, request: web.Request) -> web.Response:
+        q = request.query
+        older = validate.duration_ms(q["olderThan"]) if "olderThan" in q else 0
+        try:
+            limit = int(q.get("limit", "100"))
+        except ValueError:
+            raise InputError("limit must be a whole number") from None
+        if not 1 <= limit <= 10_000:
+            raise InputError("limit must be between 1 and 10000")
+        if q.get("stuck") in ("1", "true"):
+            items = await self._query().stuck(older or 600_000, limit)
+        else:
+            states = [validate.state(s) for s in q.getall("state", [])] or None
+            items = await self._query().find(states, q.get("type"), older, limit)
+        return json_response(200, {"sagas": [i.to_json() for i in items]})
+
+    # ---- operations ----
+    async def livez(self, request: web.Request) -> web.Response:
+        return json_response(200, {"status": "alive"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        problems = []
+        if not self.daemon.partitions():
+            problems.append("no partitions assigned")
+        if not await self._redis_answers():
+            problems.append("redis does not answer")
+        if problems:
+            return json_response(503, {"status": "not ready", "problems": problems})
+        return json_response(200, {"status": "ready", "partitions": len(self.daemon.partitions())})
+
+    async def _redis_answers(self) -> bool:
+        try:
+            assert self.redis is not None
+            return bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+        except Exception:
+            return False
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        g = Gauges(assigned_partitions=len(self.daemon.partitions()))
+        try:
+            assert self.redis is not None
+            g.sagas_by_state = await asyncio.wait_for(self._query().counts_by_state(), 2.0)
+            outbox = Keys(self.s.key_prefix).outbox
+            g.outbox_depth = int(await asyncio.wait_for(self.redis.xlen(outbox), 2.0))
+        except Exception as exc:
+            log.warning("metrics: redis did not answer: %s", exc)
+            g.redis_up = False
+        g.consumer_lag = await self.daemon.consumer_lag()
+        return web.Response(
+            text=self.daemon.metrics.render(g), content_type="text/plain", charset="utf-8"
+        )

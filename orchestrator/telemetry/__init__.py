@@ -1,0 +1,1 @@
+"""Metrics, tracing and the log format, used by the engine and by the ops tools."""
