@@ -27,7 +27,7 @@ from participants.routing import DeadLetter, Deliver, route
 from participants.runtime import Infra, WorkerStats
 from participants.store import Known, Store
 from schemas.config import Settings
-from schemas.dlq import dead_letter_headers
+from schemas.dlq import headers_for
 from schemas.messages import SagaCommand
 
 Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -151,15 +151,7 @@ class BatchProcessor:
     async def _dead_letter(
         self, rec: ConsumerRecord[bytes, bytes], why: DeadLetter, outbox: Outbox
     ) -> None:
-        headers = dead_letter_headers(
-            list(rec.headers or ()),
-            topic=rec.topic,
-            partition=rec.partition,
-            offset=rec.offset,
-            error_class=why.kind,
-            error_message=why.reason,
-            source=self.source,
-        )
+        headers = headers_for(rec, why.kind, why.reason, self.source)
         self.log.warning(
             "dead-lettering %s[%d]@%d: %s: %s",
             rec.topic,

@@ -6,7 +6,9 @@ A dead-lettered record keeps the original key, value and headers and adds these 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 H_TOPIC = "dlq-original-topic"
 H_PARTITION = "dlq-original-partition"
@@ -45,6 +47,32 @@ def dead_letter_headers(
         (H_TIME, datetime.now(UTC).isoformat().encode()),
         (H_SOURCE, source.encode()),
     ]
+
+
+class SourceRecord(Protocol):
+    """What a dead letter needs of the record it replaces (an aiokafka ConsumerRecord)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+def headers_for(record: SourceRecord, error_class: str, error_message: str, source: str) -> Headers:
+    """`dead_letter_headers` for a consumed record: where it came from, and why it failed."""
+    return dead_letter_headers(
+        list(record.headers or ()),
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        error_class=error_class,
+        error_message=error_message,
+        source=source,
+    )
 
 
 def header(headers: Headers | None, name: str) -> str | None:

@@ -11,14 +11,18 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from infra import kafka
 from schemas.config import Settings
+
+if TYPE_CHECKING:
+    from tests.support.orch import SagaReader
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,3 +93,13 @@ def settings(infra: Infra) -> Iterator[Settings]:
     yield s
     # thousands of leftover test topics slow every broker restart
     kafka.delete_topics(s, names)
+
+
+@pytest.fixture
+async def reader(settings: Settings) -> AsyncIterator[SagaReader]:
+    """Reads this test's sagas (hash, history) back from Redis."""
+    from tests.support.orch import SagaReader
+
+    r = SagaReader(settings)
+    yield r
+    await r.aclose()

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
-import pytest
 
 from orchestrator.engine.sagas import SagaModules
 from orchestrator.ops.http import HttpApi
@@ -27,13 +25,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def reader(settings: Settings) -> AsyncIterator[SagaReader]:
-    r = SagaReader(settings)
-    yield r
-    await r.aclose()
 
 
 def metric(text: str, name: str, labels: str = "") -> float:

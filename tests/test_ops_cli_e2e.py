@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pytest
 
 from orchestrator.core.definition import Registry
 from schemas.config import Settings
@@ -58,13 +56,6 @@ async def wait_listed(settings: Settings, saga_id: str, *args: str, timeout_s: f
         return any(s["saga_id"] == saga_id for s in (await cli(settings, *args, "--json")).json())
 
     await wait_for(listed, timeout_s, f"{saga_id} in `saga {' '.join(args)}`", interval_s=0.2)
-
-
-@pytest.fixture
-async def reader(settings: Settings) -> AsyncIterator[SagaReader]:
-    r = SagaReader(settings)
-    yield r
-    await r.aclose()
 
 
 def saga_is(reader: SagaReader, sid: str, *states: str) -> Any:

@@ -3,12 +3,10 @@ replayed into a completed saga; replaying twice has no second effect."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from aiokafka import TopicPartition
 
 from infra import kafka
@@ -18,13 +16,6 @@ from tests.support.orch import SagaReader, running
 from tests.support.scripted import ScriptedParticipant
 from tests.test_ops_cli_e2e import cli
 from tests.test_orchestrator_e2e import start_order
-
-
-@pytest.fixture
-async def reader(settings: Settings) -> AsyncIterator[SagaReader]:
-    r = SagaReader(settings)
-    yield r
-    await r.aclose()
 
 
 async def wait_consumed(settings: Settings, sent_to: str, timeout_s: float = 60) -> None:

@@ -5,7 +5,6 @@ is applied twice."""
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,6 @@ from tests.test_orchestrator_e2e import ACTIONS, start_order
 
 N_SAGAS = 1000
 PATIENT = {"SAGA_SAGA_MODULES": '["tests.support.sagas_patient"]'}
-
-
-@pytest.fixture
-async def reader(settings: Settings) -> AsyncIterator[SagaReader]:
-    r = SagaReader(settings)
-    yield r
-    await r.aclose()
 
 
 async def completed_count(reader: SagaReader) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import orjson
 import pytest
 
@@ -28,13 +26,6 @@ def start_order(saga_id: str, **extra: object) -> bytes:
         **extra,
     }
     return orjson.dumps(doc)
-
-
-@pytest.fixture
-async def reader(settings: Settings) -> AsyncIterator[SagaReader]:
-    r = SagaReader(settings)
-    yield r
-    await r.aclose()
 
 
 def kinds(cmds: list[SagaCommand]) -> list[str]:

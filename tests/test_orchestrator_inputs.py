@@ -4,10 +4,8 @@ headers while valid sagas on the same partitions keep completing; StartOrder as 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator
 
 import orjson
-import pytest
 
 from schemas.config import Settings
 from schemas.dlq import header
@@ -15,13 +13,6 @@ from tests.support.kafka import produce, read_all
 from tests.support.orch import SagaReader, running
 from tests.support.scripted import ScriptedParticipant
 from tests.test_orchestrator_e2e import start_order
-
-
-@pytest.fixture
-async def reader(settings: Settings) -> AsyncIterator[SagaReader]:
-    r = SagaReader(settings)
-    yield r
-    await r.aclose()
 
 
 async def test_poison_goes_to_dlq_and_partitions_move_on(

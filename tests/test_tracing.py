@@ -4,7 +4,6 @@ reply), in the saga hash and the logs; OpenTelemetry spans when installed, a no-
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -81,13 +80,6 @@ def test_step_span_is_a_child_of_the_saga_trace() -> None:
     assert span.parent is not None and format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
     assert span.end_time is not None and span.start_time is not None
     assert span.end_time - span.start_time == 250_000_000
-
-
-@pytest.fixture
-async def reader(settings: Settings) -> AsyncIterator[SagaReader]:
-    r = SagaReader(settings)
-    yield r
-    await r.aclose()
 
 
 async def test_traceparent_travels_through_every_command(

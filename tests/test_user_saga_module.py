@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
-import pytest
 
 from schemas.config import Settings
 from schemas.dlq import H_ERROR_CLASS, H_ERROR_MESSAGE, header
@@ -18,13 +16,6 @@ from tests.support.orch import SagaReader
 from tests.support.procs import ROOT, kill, orchestrator_env, start_orchestrator
 
 USER_MODULE = '["tests.support.user_sagas"]'
-
-
-@pytest.fixture
-async def reader(settings: Settings) -> AsyncIterator[SagaReader]:
-    r = SagaReader(settings)
-    yield r
-    await r.aclose()
 
 
 async def test_only_the_user_saga_module_is_registered(

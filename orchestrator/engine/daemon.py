@@ -44,7 +44,7 @@ from orchestrator.telemetry.metrics import Metrics
 from orchestrator.telemetry.tracing import log_extra, record_step_span, start_traceparent
 from schemas import codec
 from schemas.codec import DecodeError
-from schemas.dlq import H_TRUNCATED, dead_letter_headers, header
+from schemas.dlq import H_TRUNCATED, header, headers_for
 from schemas.headers import H_MESSAGE_ID, H_MESSAGE_TYPE, H_TRACEPARENT
 from schemas.messages import Envelope
 
@@ -352,15 +352,7 @@ class Orchestrator:
             p.error_class,
             p.reason,
         )
-        headers = dead_letter_headers(
-            list(r.headers or []),
-            topic=r.topic,
-            partition=r.partition,
-            offset=r.offset,
-            error_class=p.error_class,
-            error_message=p.reason,
-            source="orchestrator",
-        )
+        headers = headers_for(r, p.error_class, p.reason, "orchestrator")
         value = r.value
         if truncate and value is not None:
             headers.append((H_TRUNCATED, str(len(value)).encode()))
