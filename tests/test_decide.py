@@ -3,6 +3,8 @@ compensation, operator actions and rejected inputs, each walked through `decide`
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from orchestrator.core.decide import decide
@@ -14,6 +16,7 @@ from orchestrator.core.definition import (
 )
 from orchestrator.core.model import (
     Event,
+    Reply,
     Start,
     Status,
     StepStatus,
@@ -428,3 +431,40 @@ def test_no_transition_sets_and_cancels_the_same_timer() -> None:
     ):
         t = Walk().run(*events).log[-1]
         assert t.timers and not {x.member for x in t.timers} & set(t.cancel_timers)
+
+
+# ---- only what was asked for is applied (forged or stray replies) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("why", "reply"),
+    [
+        ("wrong command id", replace(ok(P), command_id=f"{SID}:{P}:action:9")),
+        ("another saga's command", replace(ok(P), command_id=f"other:{P}:action:1")),
+        ("no command id", replace(ok(P), command_id="")),
+        ("attempt never issued", ok(P, 2)),
+        ("failure for an attempt never issued", fail(P, 5)),
+        (
+            "compensation reply with the action's id",
+            replace(comp_ok(R), command_id=f"{SID}:{R}:action:1"),
+        ),
+        ("compensation never issued", comp_ok(R)),
+    ],
+)
+def test_a_reply_to_no_issued_command_changes_nothing(why: str, reply: Reply) -> None:
+    """A reply counts only when it answers a command the saga issued and waits for (saga, step,
+    attempt, direction, command id); anything else is ignored as stray, with the reason."""
+    w = Walk().run(start(), ok(R))  # process_payment attempt 1 is running
+    before = w.s
+    t = w.send(reply)
+    assert t.outcome == "ignored" and t.stray, why
+    assert t.state == before and not t.commands and not t.timers and not t.cancel_timers
+    assert "stray reply" in t.note
+    assert w.send(ok(P)).outcome == "applied"  # the real reply still works afterwards
+
+
+def test_a_late_reply_to_an_earlier_issued_attempt_is_not_stray() -> None:
+    """Attempt 1 was issued (then timed out and retried): its completion is a real answer."""
+    w = Walk().run(start(), ok(R), due("timeout", P, 1), due("retry", P, 2))
+    t = w.send(ok(P, 1))
+    assert not t.stray and t.outcome == "applied"

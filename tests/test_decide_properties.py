@@ -162,6 +162,7 @@ class World:
                 result={"ref": c.command_id} if kind == "completed" else {},
                 retryable=choice % 3 == 1,
                 reason="boom",
+                command_id=c.command_id,
             )
             self.answers[c.command_id] = answer
         if answer.kind == "completed":

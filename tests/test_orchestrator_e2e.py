@@ -5,11 +5,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from orchestrator.core.definition import Registry
+from schemas import codec
 from schemas.config import Settings
 from schemas.messages import SagaCommand
-from tests.support.kafka import produce
+from tests.support.kafka import produce, wait_for
 from tests.support.orch import SagaReader, running
-from tests.support.scripted import Answer, ScriptedParticipant
+from tests.support.sagas_patient import ORDER_PATIENT
+from tests.support.scripted import Answer, ScriptedParticipant, reply_for
 
 STEPS = ["reserve_inventory", "process_payment", "create_shipment", "send_confirmation"]
 ACTIONS = ["ReserveItems", "ProcessPayment", "CreateShipment", "SendOrderConfirmation"]
@@ -177,3 +180,52 @@ async def test_every_input_and_command_twice_changes_nothing(
             assert cmds == ACTIONS
         fields = await reader.fields(sid)
         assert fields["version"] == ("4" if int(sid.split("-")[1]) % 2 else "5")
+
+
+async def test_forged_replies_change_nothing(settings: Settings, reader: SagaReader) -> None:
+    """Replies on saga-events that answer no issued command (wrong command id, an attempt never
+    sent, another saga's command) are recorded as ignored and counted; the saga does not move.
+    The genuine reply then applies."""
+    sid = "forged-1"
+
+    def behaviour(cmd: SagaCommand) -> Answer:
+        return "silent" if cmd.step == "process_payment" and not cmd.compensation else "ok"
+
+    async with (
+        ScriptedParticipant(settings, behaviour) as p,
+        running(settings, Registry([ORDER_PATIENT])) as orch,
+    ):
+        await produce(settings, settings.commands_topic, [(sid.encode(), start_order(sid))])
+
+        async def payment_running() -> bool:
+            return (await reader.fields(sid)).get("step.process_payment.status") == "running"
+
+        await wait_for(payment_running, 60, "the payment step to run")
+        before = await reader.fields(sid)
+        [issued] = [c for c in p.by_saga[sid] if c.step == "process_payment"]
+        ok = reply_for(issued, "ok")
+        again = issued.model_copy(
+            update={"attempt": 2, "message_id": f"{sid}:{issued.step}:action:2"}
+        )
+        elsewhere = issued.model_copy(update={"message_id": f"other:{issued.step}:action:1"})
+        assert ok is not None
+        forged = [
+            ok.model_copy(update={"command_id": "made-up"}),  # the genuine reply's message id, too
+            reply_for(again, "ok"),
+            reply_for(elsewhere, "ok"),
+        ]
+        records = [(sid.encode(), codec.encode(m)) for m in forged if m is not None]
+        await produce(settings, settings.events_topic, records)
+
+        async def all_recorded() -> bool:
+            stray = [h for h in await reader.history(sid) if "stray reply" in h["note"]]
+            return len(stray) == 3
+
+        await wait_for(all_recorded, 60, "the three forged replies to be recorded as ignored")
+        after = await reader.fields(sid)
+        assert after == before, "a forged reply changed the saga"
+        assert orch.metrics.stray_replies == 3
+        genuine = reply_for(issued, "ok")
+        assert genuine is not None
+        await produce(settings, settings.events_topic, [(sid.encode(), codec.encode(genuine))])
+        assert (await reader.wait_final([sid]))[sid] == "completed"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from orchestrator.core.decide import decide
@@ -15,6 +17,7 @@ from orchestrator.core.model import (
     Status,
     StepStatus,
     TimerDue,
+    command_id,
 )
 from orchestrator.engine.statecodec import from_fields, from_iso, iso, saga_type_of, to_fields
 from participants.samples.order.saga import ORDER_FULFILLMENT
@@ -32,6 +35,8 @@ def walk(*events: Event) -> SagaState:
                   correlation_id="corr-7", traceparent="00-abc-def-01")  # fmt: skip
     for e in (first, *events):
         now += 1_337
+        if isinstance(e, Reply) and state is not None:  # answers the command issued
+            e = replace(e, command_id=command_id(state.saga_id, e.step, e.compensation, e.attempt))
         t = decide(state, e, now, REG)
         assert t.outcome == "applied", t.note
         state = t.state

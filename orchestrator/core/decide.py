@@ -68,6 +68,9 @@ def decide(
         return Transition(
             "rejected", None, f"{_describe(event)}: saga {d.name} has no step {step_name!r}"
         )
+    if isinstance(event, Reply) and (stray := _stray(state, d, event)):
+        return Transition("ignored", state, f"{_describe(event)}: ignored (stray reply: {stray})",
+                          stray=True)  # fmt: skip
     m = _Machine(d, state, now_ms)
     if isinstance(event, Reply):
         m.reply(event)
@@ -104,6 +107,23 @@ def _start(
     m.run_step(0, m.steps[0].attempts + 1)
     m.status = Status.STARTED
     return m.transition("start")
+
+
+def _stray(state: SagaState, d: SagaDefinition, r: Reply) -> str:
+    """Why a reply answers no command this saga issued ('' when it does). Only what was asked
+    for is applied: the command id must be the one issued for (saga, step, direction, attempt),
+    and that attempt must have been sent."""
+    i = d.index(r.step)
+    assert i is not None
+    s = state.steps[i]
+    expected = command_id(state.saga_id, r.step, r.compensation, r.attempt)
+    if r.command_id != expected:
+        return f"command id {r.command_id[:80]!r} is not {expected!r}"
+    issued = s.compensation_attempts if r.compensation else s.attempts
+    if not 1 <= r.attempt <= issued:
+        side = "compensation attempt" if r.compensation else "attempt"
+        return f"{side} {r.attempt} was never issued (issued: {issued})"
+    return ""
 
 
 def _describe(event: Event) -> str:

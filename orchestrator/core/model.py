@@ -90,6 +90,9 @@ class Reply:
     result: dict[str, str] = field(default_factory=dict)
     retryable: bool = False
     reason: str = ""
+    #: the id of the command answered; it must be the one the saga issued for (step, direction,
+    #: attempt), or the reply is ignored as stray (a forgery or a misrouted reply)
+    command_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class Transition:
     commands: tuple[Command, ...] = ()
     timers: tuple[Timer, ...] = ()
     cancel_timers: tuple[str, ...] = ()
+    #: a reply that answers no command the saga issued: ignored, and counted apart
+    stray: bool = False
 
 
 def command_id(saga_id: str, step: str, compensation: bool, attempt: int) -> str:

@@ -140,7 +140,9 @@ class RedisStore:
             w.message_id,
         ]
         args = StepArgs(
-            message_id=w.message_id,
+            # A stray reply is recorded but its id is not remembered: a forger who reuses the
+            # id of a genuine reply must not make the genuine one look like a duplicate.
+            message_id="" if t.stray else w.message_id,
             expected_version=w.expected_version,
             applied=applied,
             saga_id=w.saga_id,

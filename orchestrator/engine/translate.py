@@ -44,13 +44,33 @@ def to_event(msg: Envelope, starts: dict[type[Envelope], StartMapper]) -> Event 
             msg.saga_id, msg.saga_type, msg.data, msg.correlation_id or "", msg.traceparent or ""
         )
     if isinstance(msg, StepCompleted):
-        return Reply("completed", msg.step, msg.attempt, msg.compensation, dict(msg.result))
+        return Reply(
+            "completed",
+            msg.step,
+            msg.attempt,
+            msg.compensation,
+            dict(msg.result),
+            command_id=msg.command_id,
+        )
     if isinstance(msg, StepFailed):
         return Reply(
-            "failed", msg.step, msg.attempt, msg.compensation, {}, msg.retryable, msg.reason
+            "failed",
+            msg.step,
+            msg.attempt,
+            msg.compensation,
+            {},
+            msg.retryable,
+            msg.reason,
+            command_id=msg.command_id,
         )
     if isinstance(msg, StepCompensated):
-        return Reply("compensated", msg.step, msg.attempt, msg.compensation or True)
+        return Reply(
+            "compensated",
+            msg.step,
+            msg.attempt,
+            msg.compensation or True,
+            command_id=msg.command_id,
+        )
     if isinstance(msg, TimerFired):
         return TimerDue(msg.timer_kind, msg.step, msg.attempt, msg.compensation)
     if isinstance(msg, OperatorCommand):

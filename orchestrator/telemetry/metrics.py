@@ -27,6 +27,11 @@ COUNTERS = (
     ),
     ("inputs", "saga_inputs_total", "Inputs decoded (starts, replies, timers, operator commands)."),
     ("duplicates", "saga_inputs_duplicate_total", "Inputs recognised as seen before."),
+    (
+        "stray_replies",
+        "saga_replies_stray_total",
+        "Replies that answer no command the saga issued (forged or misrouted): ignored.",
+    ),
     ("dead_lettered", "saga_dead_lettered_total", "Records sent to the dead-letter topic."),
     ("commands_sent", "saga_commands_sent_total", "Commands published to participants."),
     ("timers_fired", "saga_timers_fired_total", "Timer events produced (timeouts, retries)."),
@@ -55,6 +60,7 @@ class Gauges:
 class Metrics:
     inputs: int = 0
     duplicates: int = 0
+    stray_replies: int = 0
     dead_lettered: int = 0
     commands_sent: int = 0
     timers_fired: int = 0
@@ -72,6 +78,8 @@ class Metrics:
 
     def observe(self, before: str | None, t: Transition, is_start: bool) -> None:
         state = t.state
+        if t.stray:
+            self.stray_replies += 1
         if state is None or t.outcome != "applied":
             return
         if is_start and before is None:

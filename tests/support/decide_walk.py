@@ -20,6 +20,7 @@ from orchestrator.core.model import (
     StepStatus,
     TimerDue,
     Transition,
+    command_id,
     parse_timer_member,
     timer_member,
 )
@@ -48,20 +49,35 @@ def start(saga_id: str = SID, saga_type: str = TYPE) -> Start:
     return Start(saga_id, saga_type, dict(DATA))
 
 
+# Replies answer the command the saga issued (its deterministic id), as a participant's do.
+
+
 def ok(step: str, attempt: int = 1) -> Reply:
-    return Reply("completed", step, attempt, result=result_of(step, attempt))
+    cid = command_id(SID, step, False, attempt)
+    return Reply("completed", step, attempt, result=result_of(step, attempt), command_id=cid)
 
 
 def fail(step: str, attempt: int = 1, retryable: bool = False) -> Reply:
-    return Reply("failed", step, attempt, retryable=retryable, reason="boom")
+    cid = command_id(SID, step, False, attempt)
+    return Reply("failed", step, attempt, retryable=retryable, reason="boom", command_id=cid)
 
 
 def comp_ok(step: str, attempt: int = 1) -> Reply:
-    return Reply("compensated", step, attempt, compensation=True)
+    cid = command_id(SID, step, True, attempt)
+    return Reply("compensated", step, attempt, compensation=True, command_id=cid)
 
 
 def comp_fail(step: str, attempt: int = 1, retryable: bool = False) -> Reply:
-    return Reply("failed", step, attempt, compensation=True, retryable=retryable, reason="nope")
+    cid = command_id(SID, step, True, attempt)
+    return Reply(
+        "failed",
+        step,
+        attempt,
+        compensation=True,
+        retryable=retryable,
+        reason="nope",
+        command_id=cid,
+    )
 
 
 def due(kind: str, step: str, attempt: int, compensation: bool = False) -> TimerDue:
