@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
 
 from schemas.config import Settings
 
@@ -39,13 +40,54 @@ C = TypeVar("C", bound=_Startable)
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
-    """The aiokafka options every client shares: where the brokers are."""
-    return {"bootstrap_servers": settings.kafka_bootstrap_servers}
+    """The aiokafka options every client shares: where the brokers are, and how to prove who
+    we are (TLS with hostname verification on by default, SASL)."""
+    s = settings
+    options: dict[str, Any] = {
+        "bootstrap_servers": s.kafka_bootstrap_servers,
+        "security_protocol": s.kafka_security_protocol,
+    }
+    if s.kafka_tls:
+        context = create_ssl_context(
+            cafile=s.kafka_ssl_cafile, certfile=s.kafka_ssl_certfile, keyfile=s.kafka_ssl_keyfile
+        )
+        context.check_hostname = s.kafka_ssl_check_hostname
+        options["ssl_context"] = context
+    if s.kafka_security_protocol.startswith("SASL_"):
+        assert s.kafka_sasl_password is not None  # the settings validator guarantees it
+        options |= {
+            "sasl_mechanism": s.kafka_sasl_mechanism,
+            "sasl_plain_username": s.kafka_sasl_username,
+            "sasl_plain_password": s.kafka_sasl_password.get_secret_value(),
+        }
+    return options
 
 
 def librdkafka_options(settings: Settings) -> dict[str, Any]:
     """The same for confluent-kafka (librdkafka) clients."""
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers}
+    s = settings
+    options: dict[str, Any] = {
+        "bootstrap.servers": s.kafka_bootstrap_servers,
+        "security.protocol": s.kafka_security_protocol.lower(),
+    }
+    if s.kafka_tls:
+        options["ssl.endpoint.identification.algorithm"] = (
+            "https" if s.kafka_ssl_check_hostname else "none"
+        )
+        files = {
+            "ssl.ca.location": s.kafka_ssl_cafile,
+            "ssl.certificate.location": s.kafka_ssl_certfile,
+            "ssl.key.location": s.kafka_ssl_keyfile,
+        }
+        options |= {k: v for k, v in files.items() if v}
+    if s.kafka_security_protocol.startswith("SASL_"):
+        assert s.kafka_sasl_password is not None
+        options |= {
+            "sasl.mechanisms": s.kafka_sasl_mechanism,
+            "sasl.username": s.kafka_sasl_username,
+            "sasl.password": s.kafka_sasl_password.get_secret_value(),
+        }
+    return options
 
 
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:

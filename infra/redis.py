@@ -17,11 +17,27 @@ from schemas.config import Settings
 
 
 def _options(settings: Settings, decode: bool, timeout_s: float | None) -> dict[str, Any]:
-    return {
+    s = settings
+    options: dict[str, Any] = {
         "decode_responses": decode,
-        "socket_connect_timeout": settings.connect_timeout_s,
-        "socket_timeout": timeout_s or max(10.0, settings.connect_timeout_s),
+        "socket_connect_timeout": s.connect_timeout_s,
+        "socket_timeout": timeout_s or max(10.0, s.connect_timeout_s),
     }
+    # A user or password in the URL wins over these (redis-py's rule).
+    if s.redis_username:
+        options["username"] = s.redis_username
+    if s.redis_password is not None:
+        options["password"] = s.redis_password.get_secret_value()
+    if s.redis_tls:  # rediss://: verify the server against the CA, and its name by default
+        tls = {
+            "ssl_cert_reqs": "required",
+            "ssl_check_hostname": s.redis_ssl_check_hostname,
+            "ssl_ca_certs": s.redis_ssl_cafile,
+            "ssl_certfile": s.redis_ssl_certfile,
+            "ssl_keyfile": s.redis_ssl_keyfile,
+        }
+        options |= {k: v for k, v in tls.items() if v is not None}
+    return options
 
 
 def client(settings: Settings, *, decode: bool = False, timeout_s: float | None = None) -> Redis:

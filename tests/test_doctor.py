@@ -167,12 +167,12 @@ def test_redis_password_required(redis_with_password: int) -> None:
         run_doctor(base.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"}))
     )["redis"]
     assert not ok
-    assert "requires a password (NOAUTH)" in text
+    assert "requires a login (NOAUTH)" in text
 
     wrong = f"redis://:wrong@127.0.0.1:{port}/0"
     ok, text = rows_by_name(run_doctor(base.model_copy(update={"redis_url": wrong})))["redis"]
     assert not ok
-    assert "rejected the password (WRONGPASS)" in text
+    assert "rejected the user name or password (WRONGPASS)" in text
     assert "wrong" not in text.replace("WRONGPASS", ""), "the password is never printed"
 
     right = f"redis://:s3cret@127.0.0.1:{port}/0"
@@ -187,11 +187,30 @@ def test_redis_password_required(redis_with_password: int) -> None:
 @pytest.mark.parametrize(
     ("librdkafka_says", "expected"),
     [
-        ("SASL authentication error: Authentication failed (after 3ms)", "authentication failed"),
+        ("SASL authentication error: Authentication failed (after 3ms)", "rejected the SASL login"),
+        (
+            "SASL authentication error: Authentication failed during authentication due to "
+            "invalid credentials with SASL mechanism SCRAM-SHA-512",
+            "wrong username or password",
+        ),
+        (
+            "SASL handshake failed (start (-4)): SASL mechanism PLAIN not supported by broker "
+            "(enabled mechanisms: SCRAM-SHA-512)",
+            "does not offer SASL mechanism",
+        ),
+        (
+            "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed: "
+            "broker certificate could not be verified",
+            "not signed by a CA we trust",
+        ),
+        (
+            "SSL handshake failed: certificate verify failed: Hostname mismatch",
+            "name does not match",
+        ),
         (
             "Disconnected while requesting ApiVersion: might be caused by incorrect "
             "security.protocol configuration",
-            "expects SASL or SSL",
+            "expects TLS or SASL",
         ),
         ("Failed to resolve 'kafka-0.internal:9092'", "cannot resolve"),
         ("Connect to ipv4#127.0.0.1:9092 failed: Connection refused", "connection refused"),
@@ -199,7 +218,15 @@ def test_redis_password_required(redis_with_password: int) -> None:
     ],
 )
 def test_kafka_errors_in_plain_words(librdkafka_says: str, expected: str) -> None:
+    """Each librdkafka failure text becomes one plain sentence that names the setting to fix."""
     assert expected in explain_kafka_error(librdkafka_says, "b:9092", 5)
+
+
+def test_a_plaintext_port_seen_by_a_tls_client_is_named() -> None:
+    """TLS spoken to a plaintext listener: the doctor says the port does not speak TLS."""
+    s = Settings(kafka_security_protocol="SSL")
+    text = explain_kafka_error("SSL handshake failed: wrong version number", "b:9092", 5, s)
+    assert "does not speak TLS" in text and "SSL" in text
 
 
 def test_address_helpers() -> None:

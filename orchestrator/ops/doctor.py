@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -113,18 +114,49 @@ def explain_dns(host: str, exc: BaseException | None = None) -> str:
 # --- Kafka ----------------------------------------------------------------------------------
 
 
-def explain_kafka_error(text: str, bootstrap: str, timeout_s: float) -> str:
-    """Turn a librdkafka error or log text into a plain sentence."""
+def explain_kafka_error(
+    text: str, bootstrap: str, timeout_s: float, settings: Settings | None = None
+) -> str:
+    """Turn a librdkafka error or log text into a plain sentence (never with a secret in it)."""
     low = text.lower()
+    protocol = settings.kafka_security_protocol if settings else "PLAINTEXT"
+    mechanism = settings.kafka_sasl_mechanism if settings else "PLAIN"
+    user = settings.kafka_sasl_username if settings else None
+    if "mechanism" in low and ("not supported" in low or "unsupported" in low):
+        return (
+            f"{bootstrap} does not offer SASL mechanism {mechanism} "
+            f"(SAGA_KAFKA_SASL_MECHANISM); librdkafka said: {text}"
+        )
+    if "invalid credentials" in low or "authentication failed" in low:
+        return (
+            f"{bootstrap} rejected the SASL login of user {user!r} ({mechanism}): wrong "
+            "username or password (SAGA_KAFKA_SASL_USERNAME, SAGA_KAFKA_SASL_PASSWORD)"
+        )
+    if "certificate verify failed" in low or "certificate_verify_failed" in low:
+        what = (
+            "its name does not match the certificate"
+            if "hostname" in low
+            else ("its certificate is not signed by a CA we trust (SAGA_KAFKA_SSL_CAFILE)")
+        )
+        return f"TLS verification of {bootstrap} failed: {what}; librdkafka said: {text}"
+    if ("wrong version number" in low or "packet length too long" in low) and protocol in (
+        "SSL",
+        "SASL_SSL",
+    ):
+        return (
+            f"{bootstrap} does not speak TLS, but SAGA_KAFKA_SECURITY_PROTOCOL is {protocol}: "
+            "use PLAINTEXT or SASL_PLAINTEXT for this port, or the broker's TLS port"
+        )
+    if "apiversion" in low and "disconnect" in low:
+        return (
+            f"{bootstrap} closed the connection during the Kafka handshake: it expects TLS or "
+            f"SASL, but SAGA_KAFKA_SECURITY_PROTOCOL is {protocol} (a security protocol "
+            "mismatch), or it is not Kafka"
+        )
     if "sasl" in low or "authenticat" in low:
         return (
             f"authentication failed at {bootstrap}: the broker requires SASL credentials "
             f"(or rejected them); librdkafka said: {text}"
-        )
-    if "apiversion" in low and "disconnect" in low:
-        return (
-            f"{bootstrap} closed the connection during the Kafka handshake: it probably expects "
-            "SASL or SSL (a security.protocol mismatch), or it is not Kafka"
         )
     if "ssl" in low or "handshake" in low:
         return f"TLS problem talking to {bootstrap}: {text}"
@@ -191,11 +223,14 @@ def check_kafka(settings: Settings) -> list[Row]:
             (
                 line
                 for line in [*errors, *collected.lines]
-                if any(w in line.lower() for w in ("sasl", "authentic", "apiversion", "ssl"))
+                if any(
+                    w in line.lower()
+                    for w in ("sasl", "authentic", "apiversion", "ssl", "certificate", "mechanism")
+                )
             ),
             text,
         )
-        return [("kafka", False, explain_kafka_error(detail, bootstrap, timeout_s))]
+        return [("kafka", False, explain_kafka_error(detail, bootstrap, timeout_s, settings))]
     finally:
         logger.removeHandler(collected)
 
@@ -243,15 +278,36 @@ def explain_redis_error(exc: BaseException, where: str, timeout_s: float) -> str
     if isinstance(exc, rex.AuthenticationError) or "noauth" in low or "wrongpass" in low:
         if "wrongpass" in low or "invalid" in low:
             return (
-                f"Redis at {where} rejected the password (WRONGPASS): fix the password "
-                "in REDIS_URL (redis://:PASSWORD@host:port/0)"
+                f"Redis at {where} rejected the user name or password (WRONGPASS): fix "
+                "SAGA_REDIS_USERNAME / SAGA_REDIS_PASSWORD (or the password in REDIS_URL)"
             )
         return (
-            f"Redis at {where} requires a password (NOAUTH): put it in REDIS_URL "
-            "as redis://:PASSWORD@host:port/0"
+            f"Redis at {where} requires a login (NOAUTH): set SAGA_REDIS_USERNAME and "
+            "SAGA_REDIS_PASSWORD (or put them in REDIS_URL)"
         )
-    if "noperm" in low:
-        return f"Redis at {where}: this user lacks permission for the command ({text})"
+    if isinstance(exc, rex.NoPermissionError) or "noperm" in low:
+        return (
+            f"Redis at {where}: this user may not run the command or touch the key (NOPERM); "
+            f"check its ACL (deploy/redis-acl.conf): {text}"
+        )
+    for link in _chain(exc):
+        if isinstance(link, ssl.SSLCertVerificationError):
+            what = (
+                "its name does not match the certificate"
+                if "hostname" in str(link).lower()
+                else "its certificate is not signed by a CA we trust (SAGA_REDIS_SSL_CAFILE)"
+            )
+            return f"TLS verification of Redis at {where} failed: {what}"
+        if isinstance(link, ssl.SSLError):
+            return (
+                f"TLS handshake with Redis at {where} failed ({link.reason or link}): is the "
+                "port TLS? rediss:// needs a TLS port, redis:// a plain one"
+            )
+    if "connection closed by server" in low or "connection reset" in low:
+        return (
+            f"Redis at {where} closed the connection: a plain redis:// client on a TLS port? "
+            "Use rediss:// with SAGA_REDIS_SSL_CAFILE"
+        )
     for link in _chain(exc):
         if isinstance(link, socket.gaierror):
             return explain_dns(where.rsplit(":", 1)[0], link)
