@@ -137,3 +137,21 @@ def test_a_half_configured_login_is_one_line_and_exit_2() -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "SAGA_KAFKA_SASL_USERNAME" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_a_settings_error_never_echoes_a_password() -> None:
+    """A cross-field error with a password set prints the reason, not the settings' values."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SAGA_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "SAGA_KAFKA_SASL_USERNAME": "saga",
+        "SAGA_KAFKA_SASL_PASSWORD": SECRET,
+        "SAGA_KAFKA_SSL_CERTFILE": "/only-the-cert.pem",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.ops.cli", "doctor"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "go together" in proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout

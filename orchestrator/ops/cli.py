@@ -81,7 +81,11 @@ def run() -> None:
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "settings"
             name = f"SAGA_{field.upper()}" if field != "settings" else field
-            typer.echo(f"error: setting {name}: {err['msg']} (got {err.get('input')!r})", err=True)
+            # the value is shown only for a single, non-secret field: never a password, and
+            # never the whole settings (which hold the passwords) for a cross-field error
+            shown = field != "settings" and "password" not in field and "token" not in field
+            got = f" (got {err.get('input')!r})" if shown else ""
+            typer.echo(f"error: setting {name}: {err['msg']}{got}", err=True)
         raise SystemExit(2) from None
 
 
