@@ -31,6 +31,11 @@ class OrchestratorSettings(Settings):
     # HTTP API, /metrics, /livez, /readyz (orchestrator/ops/http.py); 0 = no HTTP server
     http_port: int = Field(default=0, ge=0, le=65535)
     http_host: str = "127.0.0.1"
+    http_tokens_file: str | None = Field(
+        default=None,
+        description="bearer tokens, one '<name> <role> <token>' a line (orchestrator/ops/auth.py); "
+        "none: no authentication, and the API listens on loopback only",
+    )
 
     @property
     def group(self) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from orchestrator.ops.auth import for_api
 from schemas.config import Settings
 from tests.conftest import ROOT
 
@@ -146,3 +148,23 @@ def test_topics_accept_the_records_the_orchestrator_dead_letters(services: dict[
     script = "\n".join(services["topics"]["command"])
     assert "max.message.bytes=16777216" in script
     assert "16 * 1_048_576" in (ROOT / "infra" / "kafka.py").read_text()
+
+
+def test_the_api_listens_beyond_loopback_only_with_tokens(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    """In the container the API binds 0.0.0.0, which needs tokens: compose mounts the (public,
+    dev-only) tokens file as a secret, and that file parses with both roles."""
+    orch = services["orchestrator"]
+    env = orch["environment"]
+    assert env["SAGA_HTTP_HOST"] == "0.0.0.0"
+    assert env["SAGA_HTTP_TOKENS_FILE"] == "/run/secrets/http-tokens"
+    assert "http-tokens" in orch["secrets"]
+    path = ROOT / compose["secrets"]["http-tokens"]["file"]
+    tokens = for_api(str(path), "0.0.0.0")
+    roles = {tokens.identify(f"Bearer {line.split()[2]}").role for line in _token_lines(path)}
+    assert len(tokens) == 2 and roles == {"read", "operate"}
+
+
+def _token_lines(path: Path) -> list[str]:
+    return [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -186,6 +188,10 @@ async def test_intervention_over_http(settings: Settings, reader: SagaReader) ->
     f = await reader.fields("http-int-1")
     assert f["step.process_payment.status"] == "compensation_skipped"
     assert f["step.reserve_inventory.status"] == "compensated"
+    notes = [h["note"] for h in await reader.history("http-int-1")]
+    # without tokens the body names the operator, "http" when it does not
+    assert any("skip_compensation process_payment by bob" in n for n in notes), notes
+    assert any("operator resume by http" in n for n in notes), notes
 
 
 async def _no_lag() -> dict[tuple[str, int], int]:
@@ -200,21 +206,30 @@ class _Broken:
         raise RuntimeError("secret internals /etc/passwd")
 
 
-async def test_not_ready_and_internal_errors_without_internals(settings: Settings) -> None:
-    """Without partitions or Redis, /readyz is 503; an unexpected exception is a JSON 500 that
-    shows no internals, and /metrics still answers (redis_up 0)."""
+@contextlib.asynccontextmanager
+async def api_alone(
+    settings: Settings, sagas: SagaModules | None = None, redis: Any = None, **overrides: object
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP API without a daemon (no partitions), and a client for it."""
     port = free_port()
     daemon: Any = SimpleNamespace(partitions=list, consumer_lag=_no_lag, metrics=Metrics())
-    s = orchestrator_settings(settings, http_port=port)
-    api = HttpApi(s, SagaModules(), daemon, redis=_Broken())  # type: ignore[arg-type]
+    s = orchestrator_settings(settings, http_port=port, **overrides)
+    api = HttpApi(s, sagas or SagaModules(), daemon, redis=redis)
     await api.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            ready = await http.get("/readyz")
-            boom = await http.get("/api/sagas/some-saga")
-            metrics = await http.get("/metrics")
+            yield http
     finally:
         await api.stop()
+
+
+async def test_not_ready_and_internal_errors_without_internals(settings: Settings) -> None:
+    """Without partitions or Redis, /readyz is 503; an unexpected exception is a JSON 500 that
+    shows no internals, and /metrics still answers (redis_up 0)."""
+    async with api_alone(settings, redis=_Broken()) as http:
+        ready = await http.get("/readyz")
+        boom = await http.get("/api/sagas/some-saga")
+        metrics = await http.get("/metrics")
     assert ready.status_code == 503
     assert set(ready.json()["problems"]) == {"no partitions assigned", "redis does not answer"}
     assert_json_error(boom, 500, "internal error")

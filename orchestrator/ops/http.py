@@ -13,12 +13,20 @@ Redis client and Kafka producer, so it never reaches into the loop's clients.
 Writes go through Kafka like every other input (the daemon stays the only writer of saga
 state); reads come from Redis. Every error is a JSON body `{"error": "..."}` with a 4xx status,
 or a 500 without internals (the exception is logged).
+
+Authentication (`orchestrator.ops.auth`): with a tokens file (`http_tokens_file`) every request
+but /livez and /readyz needs `Authorization: Bearer <token>` (401 without a valid one); GET and
+HEAD need the role `read`, any other method `operate` (403 when the token's role is lower),
+unless a `Route` declares its role. Without tokens nothing is checked, and the API refuses to
+listen anywhere but loopback. The file is read at start and again on SIGHUP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,7 +41,8 @@ from infra import redis as redis_factory
 from orchestrator.config import OrchestratorSettings
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.sagas import SagaModules
-from orchestrator.ops import InputError, OpsError, intervene, kafka, validate
+from orchestrator.errors import ConfigError
+from orchestrator.ops import InputError, OpsError, auth, intervene, kafka, validate
 from orchestrator.ops.query import SagaQuery
 from orchestrator.telemetry.metrics import Gauges, Metrics
 from schemas.messages import Envelope
@@ -41,6 +50,7 @@ from schemas.messages import Envelope
 log = logging.getLogger("orchestrator.ops.http")
 MAX_BODY_BYTES = 1_048_576
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CALLER = web.RequestKey("caller", auth.Caller)
 
 
 class DaemonView(Protocol):
@@ -59,11 +69,22 @@ class DaemonView(Protocol):
 
 @dataclass(frozen=True)
 class Route:
-    """A route a saga module adds: `handler(request, api)` returns the response."""
+    """A route a saga module adds: `handler(request, api)` returns the response. With tokens
+    configured it needs `role`, by default `read` for GET and HEAD and `operate` otherwise."""
 
     method: str
     path: str
     handler: Callable[[web.Request, HttpApi], Awaitable[web.StreamResponse]]
+    role: auth.Role | None = None
+
+    def __post_init__(self) -> None:
+        if self.role is not None and self.role not in auth.ROLES:
+            raise ConfigError(f"route {self.method} {self.path}: role must be one of {auth.ROLES}")
+
+
+def caller(request: web.Request) -> auth.Caller | None:
+    """Who sent the request, by its token; None when the API runs without tokens."""
+    return request.get(CALLER)
 
 
 _ACTIONS: dict[str, intervene.Action] = {
@@ -78,8 +99,11 @@ def json_response(status: int, doc: Any) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
 
 
-def _error(status: int, message: str) -> web.Response:
-    return json_response(status, {"error": message})
+def _error(status: int, message: str, www_authenticate: str = "") -> web.Response:
+    response = json_response(status, {"error": message})
+    if www_authenticate:
+        response.headers["WWW-Authenticate"] = www_authenticate
+    return response
 
 
 @web.middleware
@@ -105,8 +129,11 @@ class HttpApi:
         daemon: DaemonView,
         redis: Redis | None = None,
     ) -> None:
-        """`redis`: a client to use instead of building one (tests); the caller closes it."""
+        """`redis`: a client to use instead of building one (tests); the caller closes it.
+        Reads the tokens file: `ConfigError` when it is unusable, or when there are no tokens
+        and `http_host` is not loopback."""
         self.s = settings
+        self.tokens = auth.for_api(settings.http_tokens_file, settings.http_host)
         self.registry = sagas.registry
         self.daemon = daemon
         self.runner: web.AppRunner | None = None
@@ -114,9 +141,14 @@ class HttpApi:
         self._own_redis = redis is None
         self.producer: AIOKafkaProducer | None = None
         self._producer_started = False
-        self.app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
+        self.app = web.Application(
+            client_max_size=MAX_BODY_BYTES, middlewares=[_errors, self._authenticate]
+        )
+        self._declared: dict[web.AbstractRoute, auth.Role] = {}
         for route in sagas.http_routes:
-            self.app.router.add_route(route.method, route.path, self._plugin(route))
+            added = self.app.router.add_route(route.method, route.path, self._plugin(route))
+            if route.role is not None:
+                self._declared[added] = route.role
         self.app.router.add_get("/api/sagas", self.list_sagas)
         self.app.router.add_get("/api/sagas/{id}", self.get_saga)
         self.app.router.add_get("/api/sagas/{id}/status", self.get_saga)
@@ -124,14 +156,53 @@ class HttpApi:
             "/api/sagas/{id}/{action:retry|abort|resume|skip-compensation}", self.post_action
         )
         self.app.router.add_get("/metrics", self.metrics)
-        self.app.router.add_get("/livez", self.livez)
-        self.app.router.add_get("/readyz", self.readyz)
+        self._open = {
+            self.app.router.add_get("/livez", self.livez).resource,
+            self.app.router.add_get("/readyz", self.readyz).resource,
+        }
 
     def _plugin(self, route: Route) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             return await route.handler(request, self)
 
         return handle
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """401 or 403 before the handler runs, when tokens are configured; probes pass."""
+        route = request.match_info.route
+        if not self.tokens or route.resource in self._open:
+            return await handler(request)
+        where = f"{request.method} {request.rel_url.raw_path}"  # still %-encoded: one log line
+        try:
+            who = self.tokens.identify(request.headers.get("Authorization"))
+        except auth.Unauthenticated as exc:
+            log.info("http: 401 for %s from %s: %s", where, request.remote, exc)
+            challenge = 'Bearer realm="saga"'
+            if "Authorization" in request.headers:
+                challenge += ', error="invalid_token"'
+            return _error(401, str(exc), challenge)
+        need = self._declared.get(route) or auth.role_for(request.method)
+        if not who.may(need):
+            log.warning("http: 403 for %s by token %s (role %s)", where, who.name, who.role)
+            message = f"token {who.name!r} has the role {who.role}; {where} needs {need}"
+            return _error(403, message, 'Bearer realm="saga", error="insufficient_scope"')
+        request[CALLER] = who
+        return await handler(request)
+
+    def reload_tokens(self) -> None:
+        """Read the tokens file again (on SIGHUP). An unusable file, or one without tokens
+        when tokens are in use, is logged and changes nothing."""
+        try:
+            tokens = auth.for_api(self.s.http_tokens_file, self.s.http_host)
+        except ConfigError as exc:
+            log.error("http tokens not reloaded: %s", exc)
+            return
+        if self.tokens and not tokens:
+            log.error("http tokens not reloaded: the file has none (that would open the API)")
+            return
+        self.tokens = tokens
+        log.info("http tokens reloaded: %d tokens", len(tokens))
 
     async def start(self) -> None:
         if self.redis is None:
@@ -142,9 +213,16 @@ class HttpApi:
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.s.http_host, self.s.http_port)
         await site.start()
-        log.info("http api listening on %s:%s", self.s.http_host, self.s.http_port)
+        if self.s.http_tokens_file:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload_tokens)
+        auth_note = f"{len(self.tokens)} tokens" if self.tokens else "no tokens: loopback only"
+        log.info("http api listening on %s:%s (%s)", self.s.http_host, self.s.http_port, auth_note)
 
     async def stop(self) -> None:
+        if self.s.http_tokens_file:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self.runner is not None:
             await self.runner.cleanup()
         if self.producer is not None and self._producer_started:
@@ -167,16 +245,19 @@ class HttpApi:
 
     # ---- writes ----
     async def post_action(self, request: web.Request) -> web.Response:
+        """The operator recorded in the saga history is the token's name when tokens are
+        configured: an `operator` in the body is then ignored. Without tokens (loopback only)
+        it is the body's `operator`, default "http"."""
         sid = validate.saga_id(request.match_info["id"])
         action = _ACTIONS[request.match_info["action"]]
         body = await self.body(request, required=False)
         step, reason, operator = body.get("step"), body.get("reason", ""), body.get("operator")
         if not all(isinstance(v, str | None) for v in (step, reason, operator)):
             raise InputError("step, reason and operator must be strings")
+        who = caller(request)
+        operator = who.name if who else operator or "http"
         status = await self._query().status(sid)
-        msg = intervene.command(
-            status, action, step=step, reason=reason or "", operator=operator or "http"
-        )
+        msg = intervene.command(status, action, step=step, reason=reason or "", operator=operator)
         await self.send(self.s.events_topic, msg)
         return json_response(202, {"sagaId": sid, "action": action, "messageId": msg.message_id})
 
