@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from orchestrator.ops.doctor import (
     explain_kafka_error,
@@ -133,6 +134,8 @@ def redis_with_password(tmp_path: Path) -> Iterator[int]:
         [
             *(server, "--port", str(port), "--bind", "127.0.0.1", "--requirepass", "s3cret"),
             *("--save", "", "--appendonly", "no", "--dir", str(tmp_path)),
+            # an ACL user who may log in and do nothing else (for the NOPERM case)
+            *("--user", "mute", "on", ">mute-pass-1", "~*", "-@all"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -182,6 +185,25 @@ def test_redis_password_required(redis_with_password: int) -> None:
     # this throwaway server has AOF off: the doctor says why that matters
     ok, text = rows["redis config"]
     assert not ok and "appendonly no" in text and "lost on a crash" in text
+
+
+def test_redis_acl_user_wrong_password_and_no_permission(redis_with_password: int) -> None:
+    """ACL logins: a wrong password is WRONGPASS in one line naming the settings, a user without
+    permission for PING is NOPERM; neither line shows the password."""
+    base = Settings(
+        kafka_bootstrap_servers="127.0.0.1:1",
+        connect_timeout_s=2,
+        redis_url=f"redis://127.0.0.1:{redis_with_password}/0",
+        redis_username="mute",
+    )
+    ok, text = rows_by_name(
+        run_doctor(base.model_copy(update={"redis_password": SecretStr("nope-9")}))
+    )["redis"]
+    assert not ok and "WRONGPASS" in text and "SAGA_REDIS_PASSWORD" in text and "nope-9" not in text
+    ok, text = rows_by_name(
+        run_doctor(base.model_copy(update={"redis_password": SecretStr("mute-pass-1")}))
+    )["redis"]
+    assert not ok and "NOPERM" in text and "redis-acl.conf" in text and "mute-pass-1" not in text
 
 
 @pytest.mark.parametrize(
