@@ -200,6 +200,7 @@ def check_kafka(settings: Settings) -> list[Row]:
     collected = _Collect()
     logger = logging.getLogger(f"saga.doctor.kafka.{id(collected)}")
     logger.propagate = False
+    logger.setLevel(logging.DEBUG)  # librdkafka reports a refused handshake below WARNING
     logger.addHandler(collected)
     errors: list[str] = []
 
@@ -340,15 +341,28 @@ def check_redis(settings: Settings) -> list[Row]:
     try:
         try:
             client.ping()
-            info = client.info("server")
+            info = _server_info(client)
         except (rex.RedisError, OSError) as exc:
             return [("redis", False, explain_redis_error(exc, where, timeout_s))]
-        version = info.get("redis_version", "?") if isinstance(info, dict) else "?"
-        rows: list[Row] = [("redis", True, f"{shown} answers PING (Redis {version})")]
+        version = (
+            f"Redis {info['redis_version']}" if "redis_version" in info else "INFO not allowed"
+        )
+        rows: list[Row] = [("redis", True, f"{shown} answers PING ({version})")]
         rows.append(_redis_config_row(client))
         return rows
     finally:
         client.close()
+
+
+def _server_info(client: Redis) -> dict[str, Any]:
+    """INFO server, or nothing when this user may not run INFO (a least-privilege ACL user)."""
+    import redis.exceptions as rex
+
+    try:
+        info = client.info("server")
+    except rex.NoPermissionError:
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _redis_config_row(client: Redis) -> Row:
