@@ -246,3 +246,21 @@ def _self_signed_ca(tmp_path: Path) -> Path:
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return cert
+
+
+def test_a_client_certificate_is_presented_when_configured(secure: dict[str, str]) -> None:
+    """mTLS settings load and work: with the stack's client certificate and key given to both
+    Kafka and Redis, the doctor still logs in everywhere."""
+    cert, key = secure["SAGA_SECURE_CLIENT_CERTFILE"], secure["SAGA_SECURE_CLIENT_KEYFILE"]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
+    env = {
+        **base,
+        **secure,
+        "PYTHONPATH": str(ROOT),
+        "SAGA_KAFKA_SSL_CERTFILE": cert,
+        "SAGA_KAFKA_SSL_KEYFILE": key,
+        "SAGA_REDIS_SSL_CERTFILE": cert,
+        "SAGA_REDIS_SSL_KEYFILE": key,
+    }
+    out = saga(env, "doctor", timeout_s=120)
+    assert out.returncode == 0, out.stdout + out.stderr
