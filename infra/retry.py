@@ -31,6 +31,10 @@ class Backoff:
     max_s: float = 5.0
     multiplier: float = 2.0
 
+    def delay(self, attempt: int) -> float:
+        """The wait before retry number `attempt` (0 for the first): the n-th of `delays()`."""
+        return min(self.initial_s * self.multiplier ** min(attempt, 64), self.max_s)
+
     def delays(self) -> Iterator[float]:
         delay = self.initial_s
         while True:

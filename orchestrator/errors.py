@@ -6,10 +6,11 @@
                              is retried (never dead-lettered)
 
 Kafka and Redis failures are not wrapped: the loop retries the client libraries' own errors that
-can clear by themselves (`infra.errors.is_transient`, and any Kafka error) with backoff and never
-dead-letters them. Poison input is not an exception here either: the codec raises
-`schemas.DecodeError` and the core returns a `rejected` transition; both end in the dead-letter
-topic.
+can clear by themselves (`infra.errors.is_transient`) with backoff and never dead-letters them; a
+Kafka error that can never succeed for one record (a command too large for the topic) dead-letters
+the input that caused it (`orchestrator/engine/publish.py`). Poison input is not an exception
+here either: the codec raises `schemas.DecodeError` and the core returns a `rejected`
+transition; both end in the dead-letter topic.
 """
 
 

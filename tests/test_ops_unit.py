@@ -159,7 +159,7 @@ def test_prometheus_rendering() -> None:
     assert 'saga_sagas{state="completed"} 3' in lines
     assert "saga_outbox_depth 2" in lines
     assert 'saga_consumer_lag{topic="in",partition="0"} 5' in lines
-    assert "saga_consumer_lag_total 6" in lines
+    assert "saga_consumer_lag_records 6" in lines
     sample = re.compile(r'^[a-z_]+(\{[a-z]+="[^"]*"(,[a-z]+="[^"]*")*\})? -?[0-9.e+]+$')
     for line in text.splitlines():
         assert line.startswith("# ") or sample.match(line), line

@@ -198,9 +198,11 @@ async def test_forged_replies_change_nothing(settings: Settings, reader: SagaRea
         await produce(settings, settings.commands_topic, [(sid.encode(), start_order(sid))])
 
         async def payment_running() -> bool:
-            return (await reader.fields(sid)).get("step.process_payment.status") == "running"
+            running_now = (await reader.fields(sid)).get("step.process_payment.status")
+            received = any(c.step == "process_payment" for c in p.by_saga[sid])
+            return running_now == "running" and received
 
-        await wait_for(payment_running, 60, "the payment step to run")
+        await wait_for(payment_running, 60, "the payment command to reach the participant")
         before = await reader.fields(sid)
         [issued] = [c for c in p.by_saga[sid] if c.step == "process_payment"]
         ok = reply_for(issued, "ok")

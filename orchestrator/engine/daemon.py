@@ -8,7 +8,10 @@ Ordering and safety, in one place:
   them; the relay re-publishes whatever a crash left behind;
 - offsets are committed only after the writes and the publishes of the whole batch;
 - poison goes to the dead-letter topic and the partition moves on; Kafka or Redis failures are
-  retried with backoff, never dead-lettered.
+  retried with backoff (and shown in `/readyz` while they last), never dead-lettered; a command
+  Kafka can never take dead-letters the input that wrote it (`publish`);
+- a saga's inputs in one batch are written one after the other, each only after the previous
+  one was written: never over another writer's change (`_apply_round`).
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from redis.asyncio import Redis
 
 from infra import kafka
@@ -33,6 +36,7 @@ from orchestrator.config import OrchestratorSettings
 from orchestrator.core.decide import decide
 from orchestrator.core.model import Event, Reply, SagaState, Start
 from orchestrator.engine.keys import Keys
+from orchestrator.engine.publish import Outgoing, Poison, Publisher
 from orchestrator.engine.relay import Relay
 from orchestrator.engine.sagas import SagaModules
 from orchestrator.engine.statecodec import to_fields
@@ -44,18 +48,22 @@ from orchestrator.telemetry.metrics import Metrics
 from orchestrator.telemetry.tracing import log_extra, record_step_span, start_traceparent
 from schemas import codec
 from schemas.codec import DecodeError
-from schemas.dlq import H_TRUNCATED, header, headers_for
+from schemas.dlq import header
 from schemas.headers import H_MESSAGE_ID, H_MESSAGE_TYPE, H_TRACEPARENT
 from schemas.messages import Envelope
 
+__all__ = ["Input", "Orchestrator", "Poison", "retryable"]
 log = logging.getLogger("orchestrator")
 T = TypeVar("T")
 MAX_CONFLICT_ROUNDS = 20
+#: the relay counts as stalled after this many leases without a finished round
+RELAY_STALLED_LEASES = 5
 
 
 def retryable(exc: BaseException) -> bool:
-    """What the loop waits out instead of failing: an outage (any Kafka error included: none of
-    them is the input's fault), or inputs that kept losing the version race to another writer."""
+    """What the loop waits out instead of failing: an outage (any Kafka error included; the
+    errors that are one record's own fault are handled per record by `publish`), or inputs
+    that kept losing the version race to another writer."""
     return is_transient(exc) or isinstance(exc, KafkaError | ConflictError)
 
 
@@ -69,10 +77,12 @@ class Input:
 
 
 @dataclass
-class Poison:
-    record: ConsumerRecord[bytes, bytes]
-    error_class: str
-    reason: str
+class _Applying:
+    """A batch's inputs on their way into Redis; what is done stays done across retries."""
+
+    todo: list[Input]
+    done: list[tuple[Input, Write]] = field(default_factory=list)
+    poison: list[Poison] = field(default_factory=list)
 
 
 class Orchestrator:
@@ -90,6 +100,9 @@ class Orchestrator:
         self.store: RedisStore | None = None
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        self.publisher: Publisher | None = None
+        self.relay: Relay | None = None
+        self._relay_task: asyncio.Task[None] | None = None
 
     # ---- lifecycle ----
     async def run(self) -> None:
@@ -103,13 +116,17 @@ class Orchestrator:
         self.consumer = kafka.consumer(
             s, group_id=s.group, max_partition_fetch_bytes=4 * 1_048_576, fetch_max_wait_ms=50
         )
+        self.publisher = Publisher(s, self.producer, self.store, self.metrics)
+        self.relay = Relay(
+            s, self.store, self.producer, self.stop_event, self.metrics, self.publisher
+        )
         relay_task = None
         try:
             await self._retrying("start kafka producer", self.producer.start)
             await self._retrying("start kafka consumer", self.consumer.start)
             self.consumer.subscribe([s.commands_topic, s.events_topic], listener=_Listener(self))
-            relay = Relay(s, self.store, self.producer, self.stop_event, self.metrics)
-            relay_task = asyncio.create_task(relay.run(), name="relay")
+            relay_task = asyncio.create_task(self.relay.run(), name="relay")
+            self._relay_task = relay_task
             log.info(
                 "orchestrator started",
                 extra={"group": s.group, "topics": f"{s.commands_topic},{s.events_topic}"},
@@ -141,6 +158,20 @@ class Orchestrator:
     def partitions(self) -> list[tuple[str, int]]:
         return sorted((tp.topic, tp.partition) for tp in self.assigned)
 
+    def problems(self) -> list[str]:
+        """What keeps this copy from doing its work right now: a Redis or Kafka failure being
+        retried ("redis: OOM command not allowed... (since 12s)"), a relay without a finished
+        round for 5 leases."""
+        out = self.metrics.faults.problems()
+        task, relay = self._relay_task, self.relay
+        if task is None or relay is None or self.stop_event.is_set():
+            return out
+        if task.done():
+            out.append("relay stopped")
+        elif (stalled := relay.stalled_s()) > RELAY_STALLED_LEASES * self.s.leader_lease_s:
+            out.append(f"relay stalled for {stalled:.0f}s")
+        return out
+
     async def consumer_lag(self) -> dict[tuple[str, int], int]:
         """Per assigned partition: the broker's high watermark minus this copy's position."""
         c = self.consumer
@@ -160,13 +191,15 @@ class Orchestrator:
 
     # ---- one batch ----
     async def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        assert self.publisher is not None
+        publisher = self.publisher
         t0 = time.perf_counter()
         inputs, poison = self.decode(records)
         t1 = time.perf_counter()
-        writes, more_poison = await self._retrying("apply to redis", lambda: self.apply(inputs))
-        poison += more_poison
+        writes, more_poison = await self.apply(inputs)
+        out = Outgoing.of([(inp.record, w) for inp, w in writes], poison + more_poison)
         t2 = time.perf_counter()
-        await self._retrying("publish", lambda: self.publish(writes, poison))
+        await self._retrying("publish", lambda: publisher.publish(out))
         t3 = time.perf_counter()
         await self.commit(records)
         if log.isEnabledFor(logging.DEBUG):
@@ -214,59 +247,95 @@ class Orchestrator:
         self.metrics.inputs += len(inputs)
         return inputs, poison
 
-    async def apply(self, inputs: list[Input]) -> tuple[list[Write], list[Poison]]:
-        """Decide and write every input; re-decide the sagas another writer changed meanwhile."""
-        assert self.store is not None
-        done: list[Write] = []
-        poison: list[Poison] = []
-        todo = inputs
+    async def apply(self, inputs: list[Input]) -> tuple[list[tuple[Input, Write]], list[Poison]]:
+        """Decide and write every input. What is written stays written when a later write of
+        the batch fails and the rest is retried with backoff."""
+        job = _Applying(list(inputs))
+        await self._retrying("apply to redis", lambda: self._apply_rounds(job))
+        return job.done, job.poison
+
+    async def _apply_rounds(self, job: _Applying) -> None:
+        """Rounds of load, decide, write until every input is written, found a duplicate or
+        poison; the sagas another writer changed meanwhile are reloaded and re-decided."""
         for _ in range(MAX_CONFLICT_ROUNDS):
-            if not todo:
+            if not job.todo:
+                return
+            await self._apply_round(job)
+        if job.todo:
+            raise ConflictError(f"{len(job.todo)} inputs kept conflicting; will retry the batch")
+
+    async def _apply_round(self, job: _Applying) -> None:
+        """One load and the writes decided on it, in waves: a saga's n-th input of the round
+        is written only after its (n-1)-th was written ("ok"). After anything else (another
+        writer won the version race, a duplicate, Redis refused) the saga's later inputs were
+        decided on a state that does not exist: they are reloaded and re-decided next round,
+        never written over that saga."""
+        assert self.store is not None
+        raws = await self.store.load_raw(list(dict.fromkeys(i.message.saga_id for i in job.todo)))
+        chains = self._decide_chains(job.todo, raws)
+        job.todo = []
+        failure: Exception | None = None
+        while chains:
+            wave: list[tuple[Input, Write]] = []
+            for sid in list(chains):
+                chain = chains[sid]
+                while chain:
+                    inp, verdict = chain.pop(0)
+                    if isinstance(verdict, Poison):
+                        job.poison.append(verdict)
+                        continue
+                    wave.append((inp, verdict))
+                    break
+                if not chain:
+                    del chains[sid]
+            if not wave:
                 break
-            ids = list(dict.fromkeys(i.message.saga_id for i in todo))
-            raws = await self.store.load_raw(ids)
-            states: dict[str, SagaState | None] = {}
-            for sid, raw in raws.items():
-                states[sid] = self.store.parse(raw)
-            writes: list[tuple[Input, Write]] = []
-            now = int(time.time() * 1000)
-            for inp in todo:
-                sid = inp.message.saga_id
-                if raws[sid] and states[sid] is None:
-                    poison.append(
-                        Poison(
-                            inp.record,
-                            "unknown_saga_type",
-                            "saga's type or version is not registered",
-                        )
-                    )
-                    continue
-                w = self._decide(inp, states[sid], now, poison)
-                if w is not None:
-                    writes.append((inp, w))
-                    w.before_fields = raws[sid]
-                    if w.transition.outcome == "applied":
-                        states[sid] = w.transition.state
-                        raws[sid] = w.fields
-            results = await self.store.apply([w for _, w in writes])
-            todo = []
-            for (inp, w), res in zip(writes, results, strict=True):
-                if res.status == "conflict":
-                    todo.append(inp)
-                    continue
+            try:
+                results = await self.store.apply([w for _, w in wave])
+            except Exception:  # the round trip failed: nothing is known of the wave
+                job.todo += [i for i, _ in wave] + [i for c in chains.values() for i, _ in c]
+                raise
+            for (inp, w), res in zip(wave, results, strict=True):
                 if res.status == "ok":
                     w.outbox_ids = res.outbox_ids
-                    done.append(w)
+                    job.done.append((inp, w))
                     self._observe(inp, w)
-                else:
+                    continue
+                if res.status == "duplicate":
                     self.metrics.duplicates += 1
-        else:
-            raise ConflictError(f"{len(todo)} inputs kept conflicting; will retry the batch")
-        return done, poison
+                else:  # "conflict", or "error": Redis refused this step (nothing written)
+                    job.todo.append(inp)
+                    failure = failure or res.error
+                job.todo += [i for i, _ in chains.pop(w.saga_id, [])]
+        if failure is not None:
+            raise failure
 
-    def _decide(
-        self, inp: Input, state: SagaState | None, now: int, poison: list[Poison]
-    ) -> Write | None:
+    def _decide_chains(
+        self, todo: list[Input], raws: dict[str, dict[str, str]]
+    ) -> dict[str, list[tuple[Input, Write | Poison]]]:
+        """Per saga, in input order, each input's write (decided on the state the saga's
+        previous writes of the chain would leave) or its poison."""
+        assert self.store is not None
+        states = {sid: self.store.parse(raw) for sid, raw in raws.items()}
+        chains: dict[str, list[tuple[Input, Write | Poison]]] = {}
+        now = int(time.time() * 1000)
+        for inp in todo:
+            sid = inp.message.saga_id
+            chain = chains.setdefault(sid, [])
+            if raws[sid] and states[sid] is None:
+                reason = "saga's type or version is not registered"
+                chain.append((inp, Poison(inp.record, "unknown_saga_type", reason)))
+                continue
+            verdict = self._decide(inp, states[sid], now)
+            chain.append((inp, verdict))
+            if isinstance(verdict, Write):
+                verdict.before_fields = raws[sid]
+                if verdict.transition.outcome == "applied":
+                    states[sid] = verdict.transition.state
+                    raws[sid] = verdict.fields
+        return chains
+
+    def _decide(self, inp: Input, state: SagaState | None, now: int) -> Write | Poison:
         msg = inp.message
         inp.prev_updated_ms = state.updated_ms if state else 0  # ops: step latency
         definition = None
@@ -276,11 +345,9 @@ class Orchestrator:
             t = decide(state, inp.event, now, self.registry, definition)
         except Exception as exc:  # a bug must not block the partition: dead-letter, loudly
             log.exception("decide failed", extra=saga_extra(msg.saga_id, msg.correlation_id or ""))
-            poison.append(Poison(inp.record, type(exc).__name__, str(exc)[:500]))
-            return None
+            return Poison(inp.record, type(exc).__name__, str(exc)[:500])
         if t.outcome == "rejected" or t.state is None:
-            poison.append(Poison(inp.record, "rejected", t.note))
-            return None
+            return Poison(inp.record, "rejected", t.note)
         d = definition or self.registry[t.state.saga_type]
         outbox = [
             command_record(t.state, c, msg.message_id, self.s.output_format) for c in t.commands
@@ -315,81 +382,52 @@ class Orchestrator:
             attrs = {"saga.id": w.saga_id, "saga.reply": inp.event.kind}
             record_step_span(t.state.traceparent, inp.event.step, inp.prev_updated_ms, end, attrs)
 
-    async def publish(self, writes: list[Write], poison: list[Poison]) -> None:
-        assert self.producer is not None and self.store is not None
-        futures: list[Awaitable[Any]] = []
-        ids: list[bytes] = []
-        for w in writes:
-            for entry, oid in zip(w.outbox, w.outbox_ids, strict=False):
-                send = self.producer.send(
-                    self.s.commands_topic, entry.value, entry.key, headers=entry.headers
-                )
-                futures.append(await send)
-                ids.append(oid)
-        dead = [await self._dead_letter(p) for p in poison]
-        await asyncio.gather(*futures)
-        for p, outcome in zip(
-            poison, await asyncio.gather(*dead, return_exceptions=True), strict=True
-        ):
-            if isinstance(outcome, MessageSizeTooLargeError):
-                # The dead-letter topic takes less than the input topic did: keep the head of the
-                # value and say so, rather than block the partition.
-                await (await self._dead_letter(p, truncate=True))
-            elif isinstance(outcome, BaseException):
-                raise outcome
-        await self.store.outbox_delete(ids)
-        self.metrics.commands_sent += len(ids)
-        self.metrics.dead_lettered += len(poison)
-
-    async def _dead_letter(self, p: Poison, truncate: bool = False) -> Awaitable[Any]:
-        assert self.producer is not None
-        r = p.record
-        log.warning(
-            "dead-lettered %s:%s@%s: %s: %s",
-            r.topic,
-            r.partition,
-            r.offset,
-            p.error_class,
-            p.reason,
-        )
-        headers = headers_for(r, p.error_class, p.reason, "orchestrator")
-        value = r.value
-        if truncate and value is not None:
-            headers.append((H_TRUNCATED, str(len(value)).encode()))
-            value = value[:65536]
-        future: Awaitable[Any] = await self.producer.send(
-            self.s.dlq_topic, value, r.key, headers=headers
-        )
-        return future
-
     async def commit(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Commit the batch's offsets, retrying what may clear (a coordinator moving, a
+        timeout). Failing to commit never loses anything (the inputs are durable and a
+        redelivery is deduplicated), so a commit that cannot succeed is logged and dropped."""
         assert self.consumer is not None
+        consumer = self.consumer
         offsets: dict[TopicPartition, int] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
             offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
         try:
-            await self.consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced: the new owner re-reads these inputs and the dedupe ids make
-            # that harmless.
+            await self._retrying(
+                "commit offsets", lambda: consumer.commit(offsets), retry_on=is_transient
+            )
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group rebalanced (or the partitions went meanwhile): the new owner re-reads
+            # these inputs and the dedupe ids make that harmless.
             log.warning("commit failed after a rebalance: %s", exc)
+        except KafkaError as exc:
+            log.error("commit failed and will not be retried: %s: %s", type(exc).__name__, exc)
 
-    async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """Retry an operation on infrastructure errors with capped exponential backoff."""
+    async def _retrying(
+        self,
+        what: str,
+        op: Callable[[], Awaitable[T]],
+        retry_on: Callable[[BaseException], bool] = retryable,
+    ) -> T:
+        """Retry an operation on infrastructure errors with capped exponential backoff; what
+        keeps failing is shown in `/readyz` until it succeeds."""
 
-        def count(exc: BaseException) -> None:
-            self.metrics.infra_errors += 1
+        def failed(exc: BaseException) -> None:
+            conflict = ("other", "conflict") if isinstance(exc, ConflictError) else None
+            self.metrics.infra_error(exc, conflict)
+            self.metrics.faults.failing("loop", exc)
 
-        return await retry(
+        result = await retry(
             op,
             what=what,
             log=log,
             stop=self.stop_event,
             backoff=Backoff(max_s=self.s.infra_backoff_max_s),
-            retry_on=retryable,
-            on_retry=count,
+            retry_on=retry_on,
+            on_retry=failed,
         )
+        self.metrics.faults.ok("loop")
+        return result
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -11,6 +11,12 @@ A saga module is any importable Python module named in `SAGA_SAGA_MODULES` (a JS
 The default names the shipped order saga (`participants.samples.order.saga`); naming your own
 modules replaces it, so only your saga types are registered. The engine never imports a sample:
 it imports whatever the setting names, exactly as it imports a user's module.
+
+Every definition is checked here, at load, against the wire contract (`schemas.messages`): each
+message the daemon will ever build from it (the commands, their timers, and the replies it must
+accept) is built once with the extremes (the longest saga id, the last attempt) and validated.
+A definition that would fail later, in the loop, is a `ConfigError` now: one line naming the
+module, the saga, the step and the field.
 """
 
 from __future__ import annotations
@@ -20,9 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.core.definition import Registry, SagaDefinition
+from pydantic import TypeAdapter, ValidationError
+
+from orchestrator.core.definition import Registry, SagaDefinition, StepDef
+from orchestrator.core.model import command_id, timer_member
 from orchestrator.errors import ConfigError
-from schemas.messages import Envelope
+from schemas.messages import Envelope, Name, SagaCommand, StepFailed, TimerFired
+
+#: the longest saga id `schemas.messages.SagaId` accepts (a test pins it): the ids derived from
+#: it (commands, replies, timers) must still fit the wire's limits
+LONGEST_SAGA_ID = "x" * 128
+_NAME: TypeAdapter[str] = TypeAdapter(Name)
 
 #: maps a start message to (saga type, saga data)
 StartMapper = Callable[[Envelope], tuple[str, dict[str, Any]]]
@@ -53,6 +67,7 @@ def load_sagas(modules: list[str]) -> SagaModules:
         ):
             raise ConfigError(f"saga module {name!r} must define SAGAS, a list of SagaDefinition")
         for s in sagas:
+            check_definition(name, s)
             out.registry.register(s)
         starts = getattr(module, "STARTS", {})
         if not isinstance(starts, dict) or not all(
@@ -66,6 +81,91 @@ def load_sagas(modules: list[str]) -> SagaModules:
             raise ConfigError(f"saga module {name!r}: HTTP_ROUTES must be a list of Route")
         out.http_routes.extend(routes)
     return out
+
+
+def check_definition(module: str, definition: SagaDefinition) -> None:
+    """`ConfigError` when a message built from `definition` would break the wire contract."""
+    where = f"saga module {module!r}: saga {definition.name!r}"
+    # Names are checked as they are: the messages strip whitespace, which would make a reply's
+    # step or a command's routing header differ from the definition's.
+    _check_name(f"{where}, field name", definition.name)
+    where += f" version {definition.version}"
+    for step in definition.steps:
+        at = f"{where}, step {step.name!r}, field"
+        for name in ("name", "participant", "action", "compensation"):
+            _check_name(f"{at} {name}", getattr(step, name))
+        for compensation in (False, True):
+            try:
+                _build_messages(definition.name, step, compensation)
+            except ValidationError as exc:
+                name, value = _field(exc, step, compensation)
+                raise ConfigError(f"{at} {name}: {_problem(exc, value)}") from None
+
+
+def _check_name(where: str, value: object) -> None:
+    try:
+        _NAME.validate_python(value, strict=True)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] != "string_pattern_mismatch":
+            raise ConfigError(f"{where}: {_problem(exc, value)}") from None
+        pattern = exc.errors()[0].get("ctx", {}).get("pattern", "")
+        raise ConfigError(
+            f"{where}: {_shown(value)} does not match the wire pattern {pattern} (a letter, then "
+            "up to 63 letters, digits, '_', '.' or '-')"
+        ) from None
+
+
+def _build_messages(saga_type: str, step: StepDef, compensation: bool) -> None:
+    """Every message of one step and direction, at its last attempt and for the longest saga
+    id, as the daemon builds it (commands, timers) or must accept it (replies)."""
+    policy = step.compensation_retry if compensation else step.retry
+    kind = step.compensation if compensation else step.action
+    attempt = policy.max_attempts
+    sid = LONGEST_SAGA_ID
+    cid = command_id(sid, step.name, compensation, attempt)
+    common: dict[str, Any] = {
+        "saga_id": sid,
+        "saga_type": saga_type,
+        "step": step.name,
+        "attempt": attempt,
+        "compensation": compensation,
+    }
+    SagaCommand.model_validate(
+        {**common, "message_id": cid, "participant": step.participant, "command_type": kind}
+    )
+    StepFailed.model_validate(
+        {
+            **common,
+            "message_id": f"{cid}:reply",
+            "command_id": cid,
+            "command_type": kind,
+            "retryable": False,
+            "reason": "",
+        }
+    )
+    for timer in ("timeout", "retry"):
+        member = timer_member(sid, timer, step.name, attempt, compensation)
+        TimerFired.model_validate({**common, "message_id": f"timer|{member}", "timer_kind": timer})
+
+
+def _field(exc: ValidationError, step: StepDef, compensation: bool) -> tuple[str, object]:
+    """The definition's field (and its value) behind the first error of a built message."""
+    error = exc.errors()[0]
+    wire = str(error["loc"][0]) if error["loc"] else "message"
+    if wire == "attempt":
+        policy = "compensation_retry" if compensation else "retry"
+        return f"{policy}.max_attempts", getattr(step, policy).max_attempts
+    saga_id = f"a {len(LONGEST_SAGA_ID)}-char saga id"
+    return f"name (the {wire} derived from it, with {saga_id})", error.get("input")
+
+
+def _problem(exc: ValidationError, value: object) -> str:
+    return f"{exc.errors()[0]['msg']} (got {_shown(value)})"
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def load_registry(modules: list[str]) -> Registry:

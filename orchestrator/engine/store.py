@@ -35,6 +35,11 @@ class OutboxEntry:
     def encoded_headers(self) -> bytes:
         return orjson.dumps([[k, v.decode()] for k, v in self.headers])
 
+    @classmethod
+    def from_fields(cls, f: dict[bytes, bytes]) -> OutboxEntry:
+        """The entry as `step.lua` wrote it (fields k, v, h); raises on a malformed one."""
+        return cls(f[b"k"], f[b"v"], decode_headers(f[b"h"]))
+
 
 def decode_headers(raw: bytes) -> list[tuple[str, bytes]]:
     return [(k, v.encode()) for k, v in orjson.loads(raw)]
@@ -63,8 +68,9 @@ class Write:
 
 @dataclass(frozen=True)
 class WriteResult:
-    status: str  # "ok" | "duplicate" | "conflict"
+    status: str  # "ok" | "duplicate" | "conflict" | "error" (nothing written)
     outbox_ids: list[bytes]
+    error: Exception | None = None
 
 
 class RedisStore:
@@ -161,16 +167,21 @@ class RedisStore:
         return keys.as_list(), script_argv(args, outbox)
 
     async def apply(self, writes: list[Write]) -> list[WriteResult]:
-        """Apply steps in order in one round trip; each is atomic on its own."""
+        """Apply steps in order in one round trip; each is atomic on its own, so one step
+        refused (OOM, READONLY...) comes back as an "error" result beside the others' results.
+        A failure of the round trip itself (connection lost) raises."""
         if not writes:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for w in writes:
                 keys, args = self.step_call(w)
                 await self._step(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
         out = []
         for r in replies:
+            if isinstance(r, Exception):  # the script checks before its first write
+                out.append(WriteResult("error", [], r))
+                continue
             code = int(r[0])
             status = "ok" if code == 1 else "duplicate" if code == 0 else "conflict"
             out.append(WriteResult(status, list(r[1:]) if code == 1 else []))
@@ -181,11 +192,15 @@ class RedisStore:
         if ids:
             await self.redis.xdel(self.keys.outbox, *ids)
 
-    async def outbox_older_than(self, age_ms: int, count: int) -> list[tuple[bytes, OutboxEntry]]:
-        """Entries left behind (by a crash, or a publish still under way) for longer than age."""
+    async def outbox_older_than(
+        self, age_ms: int, count: int, after: bytes | None = None
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries left behind (by a crash, or a publish still under way) for longer than age,
+        oldest first, after the id `after`; raw fields (`OutboxEntry.from_fields` parses one)."""
         cutoff = int(time.time() * 1000) - age_ms
-        rows: Any = await self.redis.xrange(self.keys.outbox, "-", f"{cutoff}-0", count=count)
-        return [(rid, OutboxEntry(f[b"k"], f[b"v"], decode_headers(f[b"h"]))) for rid, f in rows]
+        start = b"(" + after if after else "-"
+        rows: Any = await self.redis.xrange(self.keys.outbox, start, f"{cutoff}-0", count=count)
+        return [(rid, f) for rid, f in rows]
 
     async def outbox_depth(self) -> int:
         return int(await self.redis.xlen(self.keys.outbox))
@@ -200,6 +215,11 @@ class RedisStore:
     async def remove_timers(self, members: list[str]) -> None:
         if members:
             await self.redis.zrem(self.keys.timers, *members)
+
+    async def postpone_timers(self, due_ms: dict[str, int]) -> None:
+        """Move timers to a later due time; a timer the daemon removed meanwhile stays gone."""
+        if due_ms:
+            await self.redis.zadd(self.keys.timers, dict(due_ms), xx=True)
 
     # ---- history ----
     async def history(self, saga_id: str, count: int = 1000) -> list[dict[str, str]]:

@@ -66,6 +66,11 @@ class DaemonView(Protocol):
         """Per owned partition: the high watermark minus this copy's position."""
         ...
 
+    def problems(self) -> list[str]:
+        """What keeps the daemon from working now, one line each: a Redis or Kafka failure it
+        keeps retrying ("redis: OOM command not allowed... (since 12s)"), a stalled relay."""
+        ...
+
 
 @dataclass(frozen=True)
 class Route:
@@ -300,6 +305,7 @@ class HttpApi:
             problems.append("no partitions assigned")
         if not await self._redis_answers():
             problems.append("redis does not answer")
+        problems += self.daemon.problems()
         if problems:
             return json_response(503, {"status": "not ready", "problems": problems})
         return json_response(200, {"status": "ready", "partitions": len(self.daemon.partitions())})

@@ -1,15 +1,19 @@
-"""Counters and a step-latency histogram, rendered in the Prometheus text format.
+"""Counters and a step-latency histogram, rendered in the Prometheus text format, and the
+faults a copy is living through right now (for `/readyz`).
 
 Counters live in the process (they restart at zero, as Prometheus counters may); gauges that
 describe the whole system (sagas by state, outbox depth) are read from Redis at scrape time and
 handed to `render` in a `Gauges`, so every orchestrator copy reports the same numbers for them.
+`promtool check metrics` accepts the output (`tests/test_engine_metrics.py`).
 """
 
 from __future__ import annotations
 
 import bisect
+import time
 from dataclasses import dataclass, field
 
+from infra.errors import describe, kind
 from orchestrator.core.model import Status, Transition
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -40,8 +44,66 @@ COUNTERS = (
         "saga_outbox_republished_total",
         "Commands re-published from the outbox after a crash or a slow publish.",
     ),
-    ("infra_errors", "saga_infra_errors_total", "Kafka or Redis errors (retried)."),
+    (
+        "relay_entry_errors",
+        "saga_relay_entry_errors_total",
+        "Timers or outbox entries the relay could not send; each is retried on its own backoff.",
+    ),
+    (
+        "relay_restarts",
+        "saga_relay_restarts_total",
+        "Relay rounds ended by an unexpected error (logged with its traceback) and run again.",
+    ),
 )
+
+#: the infrastructure failures every copy reports from the start (at 0), by (source, kind)
+KNOWN_FAULTS = tuple(
+    ("redis", k)
+    for k in (
+        "connection",
+        "timeout",
+        "OOM",
+        "READONLY",
+        "BUSY",
+        "LOADING",
+        "MASTERDOWN",
+        "TRYAGAIN",
+    )
+)
+
+
+@dataclass
+class Fault:
+    """A failure still going on: what it is and since when (monotonic seconds)."""
+
+    text: str
+    since_s: float
+
+
+class Faults:
+    """What each part of a copy ("loop", "relay") is failing at right now; cleared when that
+    part succeeds again. `/readyz` lists them."""
+
+    def __init__(self) -> None:
+        self._now: dict[str, Fault] = {}
+
+    def failing(self, part: str, exc: BaseException) -> None:
+        text = describe(exc)
+        held = self._now.get(part)
+        since = held.since_s if held else time.monotonic()
+        self._now[part] = Fault(text, since)
+
+    def ok(self, part: str) -> None:
+        self._now.pop(part, None)
+
+    def problems(self) -> list[str]:
+        now = time.monotonic()
+        out: list[str] = []
+        for f in self._now.values():
+            line = f"{f.text} (since {now - f.since_s:.0f}s)"
+            if line not in out:
+                out.append(line)
+        return out
 
 
 @dataclass
@@ -65,7 +127,14 @@ class Metrics:
     commands_sent: int = 0
     timers_fired: int = 0
     outbox_republished: int = 0
+    #: every retried failure; by (source, kind) in `infra_errors_by_kind`
     infra_errors: int = 0
+    relay_entry_errors: int = 0
+    relay_restarts: int = 0
+    infra_errors_by_kind: dict[tuple[str, str], int] = field(
+        default_factory=lambda: dict.fromkeys(KNOWN_FAULTS, 0)
+    )
+    faults: Faults = field(default_factory=Faults)
     started: int = 0
     completed: int = 0
     failed: int = 0
@@ -94,6 +163,13 @@ class Metrics:
             elif state.status == Status.NEEDS_INTERVENTION:
                 self.needs_intervention += 1
 
+    def infra_error(self, exc: BaseException, key: tuple[str, str] | None = None) -> None:
+        """Count one retried failure, by `key` (source, kind), else as `infra.errors.kind`
+        names it."""
+        self.infra_errors += 1
+        key = key or kind(exc)
+        self.infra_errors_by_kind[key] = self.infra_errors_by_kind.get(key, 0) + 1
+
     def observe_step_latency(self, seconds: float) -> None:
         self.step_latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
         self.step_latency_sum_s += seconds
@@ -105,6 +181,10 @@ class Metrics:
         for attr, name, text in COUNTERS:
             _family(out, name, "counter", text)
             out.append(f"{name} {getattr(self, attr)}")
+        name = "saga_infra_errors_total"
+        _family(out, name, "counter", "Kafka or Redis failures, retried with backoff, by kind.")
+        for (source, what), n in sorted(self.infra_errors_by_kind.items()):
+            out.append(f'{name}{{source="{_esc(source)}",kind="{_esc(what)}"}} {n}')
         name = "saga_step_latency_seconds"
         _family(out, name, "histogram", "Time from a step's command to its applied reply.")
         running = 0
@@ -127,8 +207,9 @@ class Metrics:
         )
         for (topic, partition), lag in sorted(g.consumer_lag.items()):
             out.append(f'saga_consumer_lag{{topic="{_esc(topic)}",partition="{partition}"}} {lag}')
-        _family(out, "saga_consumer_lag_total", "gauge", "Sum of saga_consumer_lag.")
-        out.append(f"saga_consumer_lag_total {sum(g.consumer_lag.values())}")
+        name = "saga_consumer_lag_records"
+        _family(out, name, "gauge", "Input records not yet processed, all partitions of this copy.")
+        out.append(f"{name} {sum(g.consumer_lag.values())}")
         _family(out, "saga_assigned_partitions", "gauge", "Input partitions this copy owns.")
         out.append(f"saga_assigned_partitions {g.assigned_partitions}")
         _family(out, "saga_redis_up", "gauge", "1 when Redis answered the scrape.")
