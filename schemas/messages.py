@@ -80,7 +80,7 @@ class StartOrder(Envelope):
         validation_alias=AliasChoices("messageType", "message_type", "command", "type"),
     )
     order_id: ShortText | None = None
-    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     items: list[OrderItem] = Field(min_length=1, max_length=100)
     amount: Decimal = Field(ge=0, le=Decimal("1e12"), decimal_places=2, allow_inf_nan=False)
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"

@@ -318,7 +318,7 @@ def test_registry_mode_reads_registry_less_records(registry: FakeRegistry) -> No
 def test_prepare_prefetches_older_versions(registry: FakeRegistry) -> None:
     from confluent_kafka.schema_registry import Schema
 
-    (v1,) = avro.default_schema_set().history["StartOrder"]
+    v1 = avro.default_schema_set().history["StartOrder"][0]
     client = make_client(registry.url)
     v1_id = client.register_schema(subject_for("StartOrder"), Schema(v1.text, "AVRO"))
     table = avro.prepare(Settings(schema_registry_url=registry.url))

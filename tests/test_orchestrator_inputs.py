@@ -113,7 +113,7 @@ async def test_start_order_as_people_type_it(settings: Settings, reader: SagaRea
     assert any("start for existing saga" in h["note"] for h in history)
     assert len(dead) == 1
     message = header(dead[0].headers, "dlq-error-message") or ""
-    assert "customerId" in message and "items" in message and "amount" in message
+    assert "items" in message and "amount" in message  # the customer is optional
 
 
 async def test_avro_start_order_and_avro_commands(settings: Settings, reader: SagaReader) -> None:

@@ -48,17 +48,29 @@ def test_fail_rate_rejects_a_rate_above_one(settings: Settings) -> None:
 
 
 def test_set_stock_and_show(settings: Settings) -> None:
-    """set-stock then show, as a table and as JSON."""
+    """set-stock (with or without a unit price) then show, as a table and as JSON."""
     invoke(settings, "inventory", "set-stock", "SKU-1", "100")
-    invoke(settings, "inventory", "set-stock", "SKU-2", "7")
+    assert "SKU-2: 7 available at 2.50" in invoke(
+        settings, "inventory", "set-stock", "SKU-2", "7", "--price", "2.5"
+    )
     assert json.loads(invoke(settings, "inventory", "show", "--json")) == {
-        "SKU-1": {"available": 100, "reserved": 0},
-        "SKU-2": {"available": 7, "reserved": 0},
+        "SKU-1": {"available": 100, "reserved": 0, "price": None},
+        "SKU-2": {"available": 7, "reserved": 0, "price": "2.50"},
     }
     table = invoke(settings, "inventory", "show", "SKU-2")
-    assert "SKU-2" in table and "SKU-1" not in table
+    assert "SKU-2" in table and "SKU-1" not in table and "2.50" in table
     ledger = json.loads(invoke(settings, "participant", "ledger"))
     assert ledger["stock"] == {"SKU-1": 100, "SKU-2": 7}
+
+
+@pytest.mark.parametrize("price", ["abc", "-1", "1.234", "NaN", "1e10"])
+def test_set_stock_refuses_a_price_that_is_not_one(settings: Settings, price: str) -> None:
+    """A price is a decimal from 0 to 1e9 with at most 2 places; anything else is a usage
+    error (exit 2) that writes nothing."""
+    args = ["inventory", "set-stock", "SKU-9", "1", "--price", price]
+    result = runner.invoke(app, args, env=env(settings))
+    assert result.exit_code == 2 and "invalid price" in result.output
+    assert json.loads(invoke(settings, "inventory", "show", "--json")) == {}
 
 
 def test_run_rejects_an_unknown_participant(settings: Settings) -> None:

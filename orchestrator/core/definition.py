@@ -8,9 +8,18 @@ A saga type is registered from a Python module named in configuration
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,9 @@ class RetryPolicy:
     jitter: float = 0.2
 
     def __post_init__(self) -> None:
+        numbers = (self.initial_backoff_s, self.multiplier, self.max_backoff_s, self.jitter)
+        if not all(_finite(n) for n in numbers) or not _whole(self.max_attempts):
+            raise ValueError(f"invalid retry policy {self}: every value must be a finite number")
         if self.max_attempts < 1 or self.initial_backoff_s < 0 or self.multiplier < 1:
             raise ValueError(f"invalid retry policy {self}")
         if not 0 <= self.jitter <= 1 or self.max_backoff_s < self.initial_backoff_s:
@@ -55,8 +67,16 @@ class StepDef:
     )
 
     def __post_init__(self) -> None:
-        if self.timeout_s <= 0 or self.compensation_timeout_s <= 0:
-            raise ValueError(f"step {self.name}: timeouts must be positive")
+        timeouts = (self.timeout_s, self.compensation_timeout_s)
+        if not all(_finite(t) and t > 0 for t in timeouts):
+            raise ValueError(
+                f"step {self.name}: timeouts must be positive and finite (timeout_s="
+                f"{self.timeout_s!r}, compensation_timeout_s={self.compensation_timeout_s!r})"
+            )
+        if not isinstance(self.retry, RetryPolicy) or not isinstance(
+            self.compensation_retry, RetryPolicy
+        ):
+            raise ValueError(f"step {self.name}: retry and compensation_retry must be RetryPolicy")
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,10 @@ class SagaDefinition:
     steps: tuple[StepDef, ...]
 
     def __post_init__(self) -> None:
+        if not _whole(self.version) or self.version < 1:
+            raise ValueError(f"saga {self.name}: the version must be a whole number >= 1")
+        if not all(isinstance(s, StepDef) for s in self.steps):
+            raise ValueError(f"saga {self.name}: steps must be StepDef")
         names = [s.name for s in self.steps]
         if not names:
             raise ValueError(f"saga {self.name} has no steps")

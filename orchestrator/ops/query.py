@@ -6,7 +6,9 @@ Uses the keys of `orchestrator.engine.keys`: the saga hash, its history stream a
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +23,8 @@ from orchestrator.ops import NotFoundError
 #: states a saga can be stuck in (not final)
 OPEN_STATES = tuple(s.value for s in Status if s not in FINAL)
 _SUMMARY_FIELDS = ("type", "state", "current_step", "updated_at", "state_entered_at", "last_error")
+#: index entries read per round trip while paging (at least, at most)
+PAGE_MIN, PAGE_MAX = 100, 1000
 _STEP_FIELDS = ("status", "attempts", "compensation_attempts", "error", "result", "may_have_run")
 
 
@@ -152,32 +156,80 @@ class SagaQuery:
         older_than_ms: int = 0,
         limit: int = 100,
     ) -> list[SagaSummary]:
-        """Sagas in the given states (all by default) that entered them more than
-        `older_than_ms` ago, oldest first."""
+        """Up to `limit` sagas in the given states (all by default), of `saga_type` when given,
+        that entered their state more than `older_than_ms` ago, oldest first. The type is
+        filtered while the indexes are paged, so sagas of other types never use up the limit."""
+
+        def wanted(s: SagaSummary, _score: float) -> bool:
+            return not saga_type or s.saga_type == saga_type
+
         cutoff = now_ms() - older_than_ms
-        ids: list[tuple[float, str]] = []
-        async with self.redis.pipeline(transaction=False) as p:
-            for s in states or [st.value for st in Status]:
-                p.zrangebyscore(
-                    self.keys.index(s), "-inf", cutoff, start=0, num=limit, withscores=True
-                )
-            for rows in await p.execute():
-                ids += [(score, text(member)) for member, score in rows]
-        ids.sort()
-        summaries = await self._summaries([sid for _, sid in ids])
-        if saga_type:
-            summaries = [s for s in summaries if s.saga_type == saga_type]
-        return summaries[:limit]
+        return await self._select(states or [st.value for st in Status], cutoff, wanted, limit)
 
     async def stuck(self, older_than_ms: int, limit: int = 1000) -> list[SagaSummary]:
-        """Sagas not final and without any transition for longer than the bound.
+        """Up to `limit` sagas not final and without any transition for longer than the bound,
+        oldest in their state first, however many healthy sagas are older.
 
         The index score is the time a saga entered its state, which does not move while a
-        pending saga advances from step to step; so the index narrows the candidates and the
-        hash's `updated_at` decides."""
-        candidates = await self.find(OPEN_STATES, None, older_than_ms, limit)
-        bound_s = older_than_ms / 1000
-        return [s for s in candidates if s.idle_s >= bound_s]
+        pending saga advances from step to step; the hash's `updated_at` decides. A saga's last
+        transition is never before it entered its state, so only sagas that entered it before
+        the cutoff can be stuck: each open state's index is paged from its oldest entry up to
+        the cutoff until `limit` stuck sagas are found or the candidates run out."""
+        cutoff = now_ms() - older_than_ms
+
+        def idle(s: SagaSummary, entered_ms: float) -> bool:
+            return (from_iso(s.updated_at) if s.updated_at else entered_ms) <= cutoff
+
+        return await self._select(OPEN_STATES, cutoff, idle, limit)
+
+    async def _select(
+        self,
+        states: tuple[str, ...] | list[str],
+        cutoff_ms: int,
+        wanted: Callable[[SagaSummary, float], bool],
+        limit: int,
+    ) -> list[SagaSummary]:
+        """The `limit` oldest sagas `wanted` among those that entered one of `states` at or
+        before `cutoff_ms`. Each state's index gives its `limit` oldest wanted ones; the oldest
+        of those, across states, are the answer."""
+        found: list[tuple[float, SagaSummary]] = []
+        page = min(max(limit, PAGE_MIN), PAGE_MAX)
+        for state in states:
+            matches = 0
+            pages = self._pages(self.keys.index(state), cutoff_ms, page)
+            async with contextlib.aclosing(pages):
+                async for rows in pages:
+                    scores = dict(rows)
+                    for s in await self._summaries(list(scores)):
+                        if matches < limit and wanted(s, scores[s.saga_id]):
+                            found.append((scores[s.saga_id], s))
+                            matches += 1
+                    if matches >= limit:
+                        break
+        found.sort(key=lambda row: row[0])
+        return [s for _, s in found[:limit]]
+
+    async def _pages(
+        self, index: str, max_score: int, page: int
+    ) -> AsyncGenerator[list[tuple[str, float]]]:
+        """(saga id, score) of an index's members scored at most `max_score`, oldest first,
+        `page` (or a few more) per round trip. Paged by score, not by offset: each page starts
+        strictly after the last score read, having read all the members that share it, so a
+        member leaving the index meanwhile cannot make the scan skip another."""
+        low = "-inf"
+        while True:
+            rows: list[Any] = await self.redis.zrangebyscore(
+                index, low, max_score, start=0, num=page, withscores=True
+            )
+            out = [(text(member), float(score)) for member, score in rows]
+            if len(out) < page:
+                if out:
+                    yield out
+                return
+            last = out[-1][1]
+            tie: list[Any] = await self.redis.zrangebyscore(index, last, last, withscores=True)
+            yield [r for r in out if r[1] < last] + [(text(m), float(s)) for m, s in tie]
+            low = f"({last!r}"
 
     async def _summaries(self, saga_ids: list[str]) -> list[SagaSummary]:
         if not saga_ids:

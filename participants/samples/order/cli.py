@@ -1,5 +1,8 @@
 """The order sample's CLI plug-in (entry point `saga.cli`): `saga start-order`,
-`saga inventory set-stock|show` and `saga participant ledger`."""
+`saga inventory set-stock|show` and `saga participant ledger`.
+
+`saga start-order` without `--amount` (nor an amount in the file) prices the order from the
+sample inventory's unit prices, which `saga inventory set-stock SKU N --price P` sets."""
 
 from __future__ import annotations
 
@@ -10,13 +13,14 @@ from typing import Any
 import typer
 from redis.asyncio import Redis
 
+from infra import redis as redis_factory
 from orchestrator.config import OrchestratorSettings
 from orchestrator.ops import InputError, kafka, validate
 from orchestrator.ops.command import ops_command
 from orchestrator.ops.plugins import Cli
 from orchestrator.ops.render import Output
 from participants.samples.cli_support import redis_call
-from participants.samples.order.start import start_order as build_start_order
+from participants.samples.order.start import start_priced_order
 from participants.samples.order.workers import inventory, read_ledgers
 from schemas.config import Settings
 
@@ -50,7 +54,8 @@ async def start_order(
     address: str | None = typer.Option(None, "--address"),
     traceparent: str | None = typer.Option(None, "--traceparent", help="W3C trace context."),
 ) -> None:
-    """Start an order saga from a JSON file and/or flags (flags win); prints the saga id."""
+    """Start an order saga from a JSON file and/or flags (flags win); prints the saga id. Without
+    an amount, the order is priced from the inventory's prices (set-stock --price)."""
     doc = validate.json_file(file) if file else {}
     if saga_id is not None:
         _put(doc, "sagaId", "saga_id", validate.saga_id(saga_id))
@@ -60,7 +65,8 @@ async def start_order(
     _put(doc, "currency", "currency", currency)
     _put(doc, "paymentMethod", "payment_method", payment_method)
     _put(doc, "shippingAddress", "shipping_address", address)
-    msg = build_start_order(doc, traceparent)
+    async with redis_factory.connected(settings, decode=True) as redis:
+        msg = await start_priced_order(doc, redis, settings.key_prefix, traceparent)
     async with kafka.producer(settings) as p:
         await kafka.send(p, settings.commands_topic, msg, settings.output_format)
     if out.as_json:
@@ -77,10 +83,26 @@ def ledger_cmd() -> None:
 
 
 @inventory_app.command("set-stock")
-def set_stock_cmd(sku: str, units: int = typer.Argument(..., min=0)) -> None:
-    """Set the units available for SKU."""
-    redis_call(lambda r, s: inventory.set_stock(r, s.key_prefix, sku, units))
-    typer.echo(f"{sku}: {units} available")
+def set_stock_cmd(
+    sku: str,
+    units: int = typer.Argument(..., min=0),
+    price: str | None = typer.Option(
+        None, "--price", help="Unit price (e.g. 12.50): orders without an amount are priced."
+    ),
+) -> None:
+    """Set the units available for SKU (and its unit price)."""
+    try:
+        unit_price = inventory.valid_price(price) if price is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--price") from None
+
+    async def write(r: Redis, s: Settings) -> None:
+        await inventory.set_stock(r, s.key_prefix, sku, units)
+        if unit_price is not None:
+            await inventory.set_price(r, s.key_prefix, sku, unit_price)
+
+    redis_call(write)
+    typer.echo(f"{sku}: {units} available" + (f" at {unit_price}" if unit_price else ""))
 
 
 @inventory_app.command("show")
@@ -93,20 +115,26 @@ def show_cmd(
         return {
             "available": await inventory.read_stock(r, s.key_prefix),
             "reserved": await inventory.read_reserved(r, s.key_prefix),
+            "price": await inventory.read_prices(r, s.key_prefix),
         }
 
     data = redis_call(read)
     products = [sku] if sku else sorted(set(data["available"]) | set(data["reserved"]))
     rows = {
-        p: {"available": data["available"].get(p, 0), "reserved": data["reserved"].get(p, 0)}
+        p: {
+            "available": data["available"].get(p, 0),
+            "reserved": data["reserved"].get(p, 0),
+            "price": str(data["price"][p]) if p in data["price"] else None,
+        }
         for p in products
     }
     if as_json:
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
-    typer.echo(f"{'product':<24} {'available':>10} {'reserved':>10}")
+    typer.echo(f"{'product':<24} {'available':>10} {'reserved':>10} {'price':>12}")
     for p, row in rows.items():
-        typer.echo(f"{p:<24} {row['available']:>10} {row['reserved']:>10}")
+        price = row["price"] or "-"
+        typer.echo(f"{p:<24} {row['available']:>10} {row['reserved']:>10} {price:>12}")
 
 
 def register(cli: Cli) -> None:

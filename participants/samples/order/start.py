@@ -1,11 +1,21 @@
-"""Starting an order saga from a document typed by a person or posted to the HTTP API."""
+"""Starting an order saga from a document typed by a person or posted to the HTTP API.
+
+The amount may be left out (the reference document posts only `{"items": [...]}`): it is then
+computed from the unit prices the sample inventory keeps (`saga inventory set-stock SKU N
+--price P`), and an order naming a product without a price is refused, saying which. The
+customer is optional.
+"""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
+
+from redis.asyncio import Redis
 
 from orchestrator.ops import InputError
 from orchestrator.telemetry.tracing import is_valid_traceparent
+from participants.samples.order.workers import inventory
 from schemas.codec import DecodeError, to_model
 from schemas.messages import StartOrder, new_id
 
@@ -37,3 +47,24 @@ def start_order(doc: dict[str, Any], traceparent: str | None = None) -> StartOrd
         raise InputError(exc.reason) from None
     assert isinstance(msg, StartOrder)
     return msg
+
+
+async def start_priced_order(
+    doc: dict[str, Any], redis: Redis, prefix: str, traceparent: str | None = None
+) -> StartOrder:
+    """`start_order`, with the amount computed from the inventory's unit prices when the
+    document has none (`InputError` naming the products without a price)."""
+    if doc.get("amount") is not None:
+        return start_order(doc, traceparent)
+    draft = start_order({**doc, "amount": "0"}, traceparent)  # everything else checked first
+    products = sorted({i.product_id for i in draft.items})
+    prices = await inventory.read_prices(redis, prefix, products)
+    missing = [p for p in products if p not in prices]
+    if missing:
+        raise InputError(
+            f"the order has no amount and no price is set for {', '.join(missing)[:200]}: "
+            "send an amount, or set prices with `saga inventory set-stock SKU N --price P`"
+        )
+    amount = sum((prices[i.product_id] * i.quantity for i in draft.items), Decimal(0))
+    priced = {k: v for k, v in doc.items() if k not in ("saga_id", "sagaId", "amount")}
+    return start_order({**priced, "sagaId": draft.saga_id, "amount": str(amount)}, traceparent)

@@ -15,11 +15,25 @@ from participants.samples.order.config import OrderConfig
 from participants.samples.order.workers import inventory, notification, payment, shipping
 from schemas.config import Settings
 
+#: `run all`: the port of each worker's fail-next-request endpoint, from SAGA_PARTICIPANT_HTTP_PORT
+#: up. Payment first, so that the reference document's `curl -X POST
+#: http://localhost:8001/api/test/fail-next-request` makes the next order fail at payment and
+#: compensate its reservation.
+HTTP_PORT_ORDER = ("payment", "inventory", "shipping", "notification")
+
 
 def build_all(config: OrderConfig | None = None) -> list[Participant]:
     """The four sample participants (`saga participant run all`). `config` defaults to
-    `OrderConfig()`, read from the environment."""
-    return [inventory.build(), payment.build(config), shipping.build(), notification.build()]
+    `OrderConfig()`, read from the environment. With `SAGA_PARTICIPANT_HTTP_PORT` set, their
+    fail-next-request endpoints listen on that port and the next three (`HTTP_PORT_ORDER`)."""
+    config = config or OrderConfig()
+    offset = {name: i for i, name in enumerate(HTTP_PORT_ORDER)}
+    return [
+        inventory.build(config, offset[inventory.NAME]),
+        payment.build(config, offset[payment.NAME]),
+        shipping.build(config, offset[shipping.NAME]),
+        notification.build(config, offset[notification.NAME]),
+    ]
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,23 @@ import orjson
 
 from participants.errors import NonRetryableError
 from participants.participant import Participant
+from participants.samples.faults.http import start_beside
 from participants.samples.faults.inject import FaultInjection
+from participants.samples.order.config import OrderConfig
 from participants.scripts import GuardedScript
+from schemas.config import Settings
 
 CENT = Decimal("0.01")
 
 
-def participant(name: str) -> Participant:
-    """A sample participant: it takes injected faults (`saga participant fail-next NAME`...)."""
+def participant(name: str, config: OrderConfig | None = None, http_offset: int = 0) -> Participant:
+    """A sample participant: it takes injected faults (`saga participant fail-next NAME`...).
+    With `SAGA_PARTICIPANT_HTTP_PORT` set it also serves `POST /api/test/fail-next-request`, on
+    that port plus `http_offset` (so `run all` gives each of its workers a port of its own)."""
+    config = config or OrderConfig()
+    if config.participant_http_port:
+        port = config.participant_http_port + http_offset
+        start_beside(Settings(), name, config.participant_http_host, port)
     return Participant(name, middleware=[FaultInjection()])
 
 

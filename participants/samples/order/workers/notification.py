@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from participants.context import Context
 from participants.keys import domain_key
 from participants.participant import Participant
+from participants.samples.order.config import OrderConfig
 from participants.samples.order.workers.common import dumps, participant, text
 from schemas.messages import SagaCommand
 
@@ -36,9 +37,9 @@ def _notify(cmd: SagaCommand, ctx: Context, kind: str) -> dict[str, str]:
     return {"notificationId": nid}
 
 
-def build() -> Participant:
+def build(config: OrderConfig | None = None, http_offset: int = 0) -> Participant:
     """The notification worker, as `saga participant run notification` starts it."""
-    svc = participant(NAME)
+    svc = participant(NAME, config, http_offset)
 
     @svc.action("SendOrderConfirmation")
     async def confirm(cmd: SagaCommand, ctx: Context) -> dict[str, str]:

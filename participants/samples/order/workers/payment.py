@@ -38,12 +38,12 @@ def _keys(prefix: str) -> list[str]:
     return [domain_key(prefix, NAME, "charges"), domain_key(prefix, NAME, "ledger")]
 
 
-def build(config: OrderConfig | None = None) -> Participant:
+def build(config: OrderConfig | None = None, http_offset: int = 0) -> Participant:
     """The payment worker. `config` defaults to `OrderConfig()`, read from the environment: this
     is what `saga participant run payment` calls (entry point `saga.participants`)."""
     config = config or OrderConfig()
     limit, declined_method = config.payment_limit, config.payment_declined_method
-    svc = participant(NAME)
+    svc = participant(NAME, config, http_offset)
 
     @svc.action("ProcessPayment")
     async def charge(cmd: SagaCommand, ctx: Context) -> dict[str, str]:

@@ -17,6 +17,7 @@ from participants.context import Context
 from participants.errors import NonRetryableError
 from participants.keys import domain_key
 from participants.participant import Participant
+from participants.samples.order.config import OrderConfig
 from participants.samples.order.workers.common import dumps, loads_values, participant, text
 from schemas.messages import SagaCommand
 
@@ -27,9 +28,9 @@ def tracking_number(saga_id: str) -> str:
     return "TRK" + hashlib.sha256(saga_id.encode()).hexdigest()[:12].upper()
 
 
-def build() -> Participant:
+def build(config: OrderConfig | None = None, http_offset: int = 0) -> Participant:
     """The shipping worker, as `saga participant run shipping` starts it."""
-    svc = participant(NAME)
+    svc = participant(NAME, config, http_offset)
 
     @svc.action("CreateShipment")
     async def create(cmd: SagaCommand, ctx: Context) -> dict[str, str]:
