@@ -19,6 +19,12 @@ class OrchestratorSettings(Settings):
     timer_poll_interval_s: float = Field(default=0.05, gt=0, le=60)
     outbox_sweep_age_s: float = Field(default=5.0, gt=0, le=3600)
     leader_lease_s: float = Field(default=5.0, gt=0, le=600)
+    tombstone_retention_s: int = Field(
+        default=90 * 24 * 3600,
+        ge=0,
+        description="keep a finished saga's id taken this long after its keys expired, so a "
+        "late duplicate start cannot run it again; 0 = no tombstones",
+    )
     retention_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="keep final sagas this long; 0 = forever"
     )

@@ -7,7 +7,9 @@ Avro binary body. Where the id comes from:
 * **Registry mode** (`Settings.schema_registry_url` set): `prepare(settings)` registers (or looks
   up) the current schema of every message under its record-name subject (`saga.messages.StartOrder`,
   see `schemas.registry`) and prefetches every version the registry holds for those subjects. The
-  ids are cached in a `SchemaTable`; encode and decode never call the registry afterwards.
+  ids are cached in a `SchemaTable`; encode and decode never call the registry afterwards. A
+  consumer calls `fetch_unknown_schemas` on a batch before decoding it: the ids first seen after
+  start-up are looked up once each, in a thread.
 * **Registry-less mode**: the same framing with *local ids* derived from the schema files (see
   `schemas.schema_files`).
 
@@ -18,6 +20,9 @@ Where things live: `schemas.schema_files` (the `.avsc` files), `schemas.framing`
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from schemas.contract import (
@@ -39,10 +44,11 @@ from schemas.framing import (
     fetch_schema,
     from_record,
     header,
+    schema_to_fetch,
     to_record,
     use,
 )
-from schemas.registry import make_client, registry_table
+from schemas.registry import RegistryUnavailableError, make_client, registry_table
 from schemas.schema_files import (
     HISTORY_DIR_NAME,
     JSON_FIELD_MARK,
@@ -71,6 +77,8 @@ __all__ = [
     "NAMESPACE",
     "SCHEMA_DIR",
     "ContractReport",
+    "RegistryUnavailableError",
+    "Retry",
     "SchemaFile",
     "SchemaFileError",
     "SchemaSet",
@@ -83,6 +91,7 @@ __all__ = [
     "default_schema_set",
     "encode_wire",
     "fetch_schema",
+    "fetch_unknown_schemas",
     "from_record",
     "header",
     "load_schema_set",
@@ -92,6 +101,7 @@ __all__ = [
     "read_with",
     "record_drift",
     "sample_datum",
+    "schema_to_fetch",
     "to_record",
     "use",
 ]
@@ -111,3 +121,18 @@ def prepare(settings: Settings | None = None, *, auto_register: bool = True) -> 
         client, auto_register=auto_register, max_bytes=settings.max_message_bytes
     )
     return use(table)
+
+
+#: how a consumer waits out an outage: `retry(what, op)` runs `op` until it succeeds
+Retry = Callable[[str, Callable[[], Awaitable[bool]]], Awaitable[bool]]
+
+
+async def fetch_unknown_schemas(values: Iterable[bytes | None], retry: Retry) -> None:
+    """Registry mode: ask the registry, once each and in a thread, about the schema ids these
+    record values name that this process does not know yet; then `codec.decode` reads them, or
+    says the registry has no such schema (poison). `RegistryUnavailableError` (a
+    `ConnectionError`) is the caller's `retry` to wait out: the batch waits, nothing is
+    dead-lettered. Without a registry, or with every id known, it does nothing."""
+    for schema_id in sorted({i for v in values if (i := schema_to_fetch(v)) is not None}):
+        what = f"fetch schema id {schema_id} from the registry"
+        await retry(what, partial(asyncio.to_thread, fetch_schema, schema_id))

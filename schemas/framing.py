@@ -4,7 +4,8 @@ Every record is framed the Confluent way: magic byte 0, a 4-byte big-endian sche
 Avro binary body (no container header). A `SchemaTable` maps ids to schemas both ways:
 
 * **Registry mode**: `schemas.avro.prepare(settings)` builds the table from the registry (see
-  `schemas.registry`); encode and decode never call the registry afterwards.
+  `schemas.registry`); encode and decode never call the registry afterwards (only `fetch` does,
+  for an id first seen later).
 * **Registry-less mode**: the same framing with the *local ids* of the schema files (see
   `schemas.schema_files`), which a registry-mode consumer reads too.
 
@@ -13,14 +14,18 @@ Decoding maps the id to the writer schema and reads with fastavro's schema resol
 filled in), as a dict in the models' camelCase wire shape; `schemas.codec.to_model` validates it.
 
 Once the table is built both directions are pure CPU: safe to call from the asyncio loop. A record
-whose schema id is unknown raises `UnknownSchemaError` (a `DecodeError`); in registry mode the
-daemon may call `fetch_schema(id)` in a thread and retry once before dead-lettering.
+whose schema id is unknown raises `UnknownSchemaError` (a `DecodeError`). In registry mode a
+consumer first asks the registry about such ids (`to_fetch` names them, `fetch` looks one up,
+blocking: `schemas.avro.fetch_unknown_schemas` runs it in a thread) and then decodes; an id the
+registry does not have is remembered for `MISSING_TTL_S`, so poison with a random id costs one
+look-up, and its `UnknownSchemaError` says the registry has no such schema.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -48,6 +53,10 @@ log = logging.getLogger(__name__)
 
 MAGIC: Final = 0
 HEADER_SIZE: Final = 5
+#: how long "the registry has no schema N" is believed before N is looked up again
+MISSING_TTL_S: Final = 30.0
+#: the most ids remembered as missing (expired ones are dropped first when it is reached)
+MISSING_MAX: Final = 1024
 
 _ANY_DICT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 
@@ -55,8 +64,10 @@ _ANY_DICT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 class UnknownSchemaError(DecodeError):
     """The record names a schema id this process does not know (yet)."""
 
-    def __init__(self, schema_id: int) -> None:
-        super().__init__("unknown_schema", f"no writer schema known for schema id {schema_id}")
+    def __init__(self, schema_id: int, reason: str | None = None) -> None:
+        super().__init__(
+            "unknown_schema", reason or f"no writer schema known for schema id {schema_id}"
+        )
         self.schema_id = schema_id
 
 
@@ -108,8 +119,12 @@ class SchemaTable:
     max_bytes: int = DEFAULT_MAX_BYTES
     writers: dict[str, _Writer] = field(default_factory=dict)
     readers: dict[int, _Reader] = field(default_factory=dict)
-    #: Blocking look-up of an unknown id (registry mode); returns the schema text or None.
+    #: Blocking look-up of an unknown id (registry mode); returns the schema text or None, and
+    #: raises (`schemas.registry.RegistryUnavailableError`) when the registry can't be asked.
     fetcher: Callable[[int], str | None] | None = None
+    #: ids the registry said it does not have (or gave an unusable schema for):
+    #: id -> (monotonic time until which that is believed, the reason a dead letter carries)
+    missing: dict[int, tuple[float, str]] = field(default_factory=dict)
 
     @classmethod
     def local(
@@ -148,21 +163,50 @@ class SchemaTable:
         )
         return True
 
+    def to_fetch(self, value: bytes | None) -> int | None:
+        """Registry mode: the schema id of a Confluent-framed value that `fetch` should look up
+        (unknown, and not recently found missing). Pure CPU."""
+        if self.fetcher is None or value is None or len(value) < HEADER_SIZE or value[0] != MAGIC:
+            return None
+        schema_id = int.from_bytes(value[1:HEADER_SIZE], "big")
+        if schema_id in self.readers:
+            return None
+        gone = self.missing.get(schema_id)
+        return None if gone is not None and gone[0] > time.monotonic() else schema_id
+
     def fetch(self, schema_id: int) -> bool:
-        """Registry mode: look an unknown id up (blocking: run it in a thread). True if known."""
+        """Registry mode: look an unknown id up (blocking: run it in a thread). True if known.
+        False when the registry does not have it (remembered for MISSING_TTL_S); the fetcher's
+        error when the registry can't be asked (an outage: retry, don't dead-letter)."""
         if schema_id in self.readers:
             return True
-        if self.fetcher is None:
+        gone = self.missing.get(schema_id)
+        if self.fetcher is None or (gone is not None and gone[0] > time.monotonic()):
             return False
         text = self.fetcher(schema_id)
         if text is None:
-            return False
+            return self._missing(schema_id, f"the schema registry has no schema id {schema_id}")
         try:
             _, parsed = parse_text(text, f"schema id {schema_id}")
         except SchemaFileError as exc:
             log.warning("registry schema %d unusable: %s", schema_id, exc)
-            return False
-        return self.add_reader(schema_id, parsed)
+            return self._missing(schema_id, f"registry schema id {schema_id} is unusable: {exc}")
+        if self.add_reader(schema_id, parsed):
+            self.missing.pop(schema_id, None)
+            return True
+        name = str(parsed.get("name", ""))[:100]
+        return self._missing(
+            schema_id, f"registry schema id {schema_id} is {name!r}, not a saga message"
+        )
+
+    def _missing(self, schema_id: int, reason: str) -> bool:
+        now = time.monotonic()
+        if len(self.missing) >= MISSING_MAX:
+            self.missing = {k: v for k, v in self.missing.items() if v[0] > now}
+            while len(self.missing) >= MISSING_MAX:
+                del self.missing[next(iter(self.missing))]
+        self.missing[schema_id] = (now + MISSING_TTL_S, reason[:300])
+        return False
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -197,7 +241,8 @@ class SchemaTable:
         schema_id = int.from_bytes(value[1:HEADER_SIZE], "big")
         r = self.readers.get(schema_id)
         if r is None:
-            raise UnknownSchemaError(schema_id)
+            gone = self.missing.get(schema_id)
+            raise UnknownSchemaError(schema_id, gone[1] if gone is not None else None)
         # BytesIO never hands out more than it holds: a length prefix claiming 2**62 bytes, or a
         # negative one, makes fastavro read at most the (capped) rest of the value and raise.
         buf = io.BytesIO(value)
@@ -294,3 +339,8 @@ def from_record(doc: dict[str, Any]) -> dict[str, Any]:
 def fetch_schema(schema_id: int) -> bool:
     """Look up an id the table does not know (registry mode; blocking, run it in a thread)."""
     return active().fetch(schema_id)
+
+
+def schema_to_fetch(value: bytes | None) -> int | None:
+    """The unknown schema id a record value names, if the registry should be asked about it."""
+    return active().to_fetch(value)

@@ -41,6 +41,7 @@ __all__ = [
     "FakeRegistry",
     "Registered",
     "RegistryError",
+    "RegistryUnavailableError",
     "describe_error",
     "make_client",
     "register_all",
@@ -63,6 +64,12 @@ COMPATIBILITY_LEVELS = (
 
 class RegistryError(RuntimeError):
     """The registry could not be used; the message is one line a person can act on."""
+
+
+class RegistryUnavailableError(RegistryError, ConnectionError):
+    """The registry could not be asked (unreachable, timed out, an error status other than
+    404): an outage, so the record waiting for it is retried, never dead-lettered. A
+    `ConnectionError`, so `infra.errors.is_transient` (the loops' retry) waits it out."""
 
 
 def subject_for(message_type: str) -> str:
@@ -162,14 +169,14 @@ def _add_registered(table: SchemaTable, schema_id: int, text: str | None) -> Non
 
 
 def _fetch(client: SchemaRegistryClient, schema_id: int) -> str | None:
-    """The schema text for an id; None if the registry does not know it. Transport errors raise
-    RegistryError (an infrastructure problem: retry, do not dead-letter)."""
+    """The schema text for an id; None if the registry does not know it (404). Anything else
+    raises RegistryUnavailableError (an outage: retry, do not dead-letter)."""
     try:
         return client.get_schema(schema_id).schema_str
     except Exception as exc:
         if getattr(exc, "http_status_code", None) == 404:
             return None
-        raise RegistryError(describe_error(_base_url(client), exc)) from None
+        raise RegistryUnavailableError(describe_error(_base_url(client), exc)) from None
 
 
 @dataclass(frozen=True)

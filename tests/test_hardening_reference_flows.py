@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from infra import redis as redis_factory
+from orchestrator.engine.keys import Keys
 from participants.keys import SdkKeys
 from participants.samples.faults import inject
 from participants.samples.faults.http import serving
@@ -231,3 +232,13 @@ async def test_a_duplicate_order_is_a_409_with_the_status_link(
         )
     starts = [r.message for r in topic.seen if isinstance(r.message, StartOrder)]
     assert [m.saga_id for m in starts].count("order-123") == 1
+
+
+async def test_an_expired_sagas_id_is_a_409_too(settings: Settings, api: httpx.AsyncClient) -> None:
+    """A saga that ran and expired leaves a tombstone: POST /api/orders with its id is a 409."""
+    keys = Keys(settings.key_prefix)
+    async with redis_factory.connected(settings) as redis:
+        await redis.set(keys.tombstone("order-gone"), "1", ex=60)
+    order = {"sagaId": "order-gone", "customerId": "c-1", "amount": "1.00", **MINIMAL}
+    again = await api.post("/api/orders", json=order)
+    assert again.status_code == 409 and "has expired" in again.json()["error"], again.text

@@ -59,6 +59,7 @@ def test_argv_is_the_named_json_then_binary_outbox_triples() -> None:
         offset=7,
         final=False,
         retention_s=0,
+        tombstone_retention_s=0,
         fields=["state", "pending"],
         history=["at", "x"],
         timers=[],

@@ -110,7 +110,12 @@ class Orchestrator:
         s = self.s
         self.redis = redis_factory.client(s)
         self.store = RedisStore(
-            self.redis, Keys(s.key_prefix), self.registry, s.group, s.retention_s
+            self.redis,
+            Keys(s.key_prefix),
+            self.registry,
+            s.group,
+            s.retention_s,
+            s.tombstone_retention_s,
         )
         self.producer = kafka.producer(s, max_batch_size=262_144)
         self.consumer = kafka.consumer(
@@ -271,8 +276,10 @@ class Orchestrator:
         decided on a state that does not exist: they are reloaded and re-decided next round,
         never written over that saga."""
         assert self.store is not None
-        raws = await self.store.load_raw(list(dict.fromkeys(i.message.saga_id for i in job.todo)))
-        chains = self._decide_chains(job.todo, raws)
+        ids = list(dict.fromkeys(i.message.saga_id for i in job.todo))
+        starting = {i.message.saga_id for i in job.todo if isinstance(i.event, Start)}
+        raws, gone = await self.store.load_raw(ids, starting)
+        chains = self._decide_chains(job.todo, raws, gone)
         job.todo = []
         failure: Exception | None = None
         while chains:
@@ -311,10 +318,12 @@ class Orchestrator:
             raise failure
 
     def _decide_chains(
-        self, todo: list[Input], raws: dict[str, dict[str, str]]
+        self, todo: list[Input], raws: dict[str, dict[str, str]], gone: set[str]
     ) -> dict[str, list[tuple[Input, Write | Poison]]]:
         """Per saga, in input order, each input's write (decided on the state the saga's
-        previous writes of the chain would leave) or its poison."""
+        previous writes of the chain would leave) or its poison. A start for a saga whose keys
+        expired (`gone`: its tombstone is there) is a duplicate start: counted, logged, and
+        neither written nor dead-lettered."""
         assert self.store is not None
         states = {sid: self.store.parse(raw) for sid, raw in raws.items()}
         chains: dict[str, list[tuple[Input, Write | Poison]]] = {}
@@ -322,6 +331,14 @@ class Orchestrator:
         for inp in todo:
             sid = inp.message.saga_id
             chain = chains.setdefault(sid, [])
+            if not raws[sid] and sid in gone and isinstance(inp.event, Start):
+                self.metrics.duplicate_starts += 1
+                log.info(
+                    "start ignored: saga %s ran before and its keys expired (tombstone)",
+                    sid,
+                    extra=saga_extra(sid, inp.message.correlation_id or ""),
+                )
+                continue
             if raws[sid] and states[sid] is None:
                 reason = "saga's type or version is not registered"
                 chain.append((inp, Poison(inp.record, "unknown_saga_type", reason)))
@@ -375,6 +392,8 @@ class Orchestrator:
         extra = saga_extra(w.saga_id, t.state.correlation_id) | log_extra(t.state.traceparent)
         log.info(t.note, extra=extra)
         self.metrics.observe(w.before_status, t, isinstance(inp.event, Start))
+        if isinstance(inp.event, Start) and t.outcome == "ignored":
+            self.metrics.duplicate_starts += 1  # recorded in the saga's history as ignored
         if isinstance(inp.event, Reply) and t.outcome == "applied" and inp.prev_updated_ms:
             # ops: step latency = time since the saga's previous transition (command sent)
             end = t.state.updated_ms

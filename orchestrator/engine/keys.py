@@ -24,6 +24,10 @@ class Keys:
     def seen(self, saga_id: str) -> str:
         return f"{self.prefix}:{saga_id}:seen"
 
+    def tombstone(self, saga_id: str) -> str:
+        """Left when a finished saga's keys expire: its id stays taken (a few bytes)."""
+        return f"{self.prefix}:{saga_id}:gone"
+
     def index(self, state: str) -> str:
         """Sagas in a state, scored by the time (ms) they entered it."""
         return f"{self.prefix}:_index:{state}"

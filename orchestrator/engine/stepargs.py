@@ -28,6 +28,7 @@ class StepKeys:
     old_index: str  # the state index the saga leaves
     new_index: str  # the state index it enters
     offsets: str  # highest input offset applied, per topic-partition
+    tombstone: str  # keeps a finished saga's id taken after its keys expired
 
     def as_list(self) -> list[str]:
         return list(astuple(self))
@@ -47,6 +48,7 @@ class StepArgs:
     offset: int
     final: bool  # completed/failed/needs-intervention: the keys get the retention TTL
     retention_s: int  # 0 = keep forever
+    tombstone_retention_s: int  # how long the id stays taken; 0 = no tombstone
     fields: list[str]  # hash fields that changed, as field, value, ...
     history: list[str]  # the history entry, as field, value, ...
     timers: list[str]  # timers to set, as score, member, ...

@@ -7,6 +7,7 @@ step of a batch (each step is one `step.lua` call, atomic on its own).
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -75,13 +76,20 @@ class WriteResult:
 
 class RedisStore:
     def __init__(
-        self, redis: Redis, keys: Keys, registry: Registry, group: str, retention_s: int
+        self,
+        redis: Redis,
+        keys: Keys,
+        registry: Registry,
+        group: str,
+        retention_s: int,
+        tombstone_retention_s: int = 0,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.registry = registry
         self.group = group
         self.retention_s = retention_s
+        self.tombstone_retention_s = tombstone_retention_s
         self._step = redis.register_script(_lua("step.lua"))
         # Loads decode in hiredis (C) rather than field by field in Python.
         self._text = decoding_twin(redis)
@@ -100,13 +108,21 @@ class RedisStore:
         d = self.definition_for(raw)
         return from_fields(raw, d) if d else None
 
-    async def load_raw(self, saga_ids: list[str]) -> dict[str, dict[str, str]]:
-        """Every saga's hash fields as text, in one round trip."""
+    async def load_raw(
+        self, saga_ids: list[str], starting: Collection[str] = ()
+    ) -> tuple[dict[str, dict[str, str]], set[str]]:
+        """Every saga's hash fields as text, and which of the `starting` ids (sagas a start
+        arrived for) are tombstoned, in one round trip."""
+        asked = [sid for sid in saga_ids if sid in starting]
         async with self._text.pipeline(transaction=False) as pipe:
             for sid in saga_ids:
                 pipe.hgetall(self.keys.saga(sid))
+            for sid in asked:  # GET, not EXISTS: within the orchestrator's ACL already
+                pipe.get(self.keys.tombstone(sid))
             rows = await pipe.execute()
-        return {sid: decode_fields(row) for sid, row in zip(saga_ids, rows, strict=True)}
+        raws = {sid: decode_fields(row) for sid, row in zip(saga_ids, rows, strict=False)}
+        gone = {sid for sid, t in zip(asked, rows[len(saga_ids) :], strict=True) if t is not None}
+        return raws, gone
 
     def step_call(self, w: Write) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of `step.lua` for one write (see `stepargs`)."""
@@ -124,6 +140,7 @@ class RedisStore:
             old_index=k.index(w.before_status or new_status),
             new_index=k.index(new_status),
             offsets=k.offsets(self.group),
+            tombstone=k.tombstone(w.saga_id),
         )
         # Only what changed: a step touches a handful of the ~45 fields.
         changed = (
@@ -158,6 +175,7 @@ class RedisStore:
             offset=w.offset,
             final=state.status in FINAL,
             retention_s=self.retention_s,
+            tombstone_retention_s=self.tombstone_retention_s,
             fields=changed,
             history=history,
             timers=[x for timer in t.timers for x in (str(timer.due_ms), timer.member)],

@@ -32,6 +32,11 @@ COUNTERS = (
     ("inputs", "saga_inputs_total", "Inputs decoded (starts, replies, timers, operator commands)."),
     ("duplicates", "saga_inputs_duplicate_total", "Inputs recognised as seen before."),
     (
+        "duplicate_starts",
+        "saga_starts_duplicate_total",
+        "Starts for a saga id already used (running, finished, or expired): ignored.",
+    ),
+    (
         "stray_replies",
         "saga_replies_stray_total",
         "Replies that answer no command the saga issued (forged or misrouted): ignored.",
@@ -122,6 +127,7 @@ class Gauges:
 class Metrics:
     inputs: int = 0
     duplicates: int = 0
+    duplicate_starts: int = 0
     stray_replies: int = 0
     dead_lettered: int = 0
     commands_sent: int = 0

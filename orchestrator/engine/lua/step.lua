@@ -8,7 +8,8 @@
 -- Returns {1, outbox ids...} when applied, {0} for an input seen before,
 --         {-1, current version} when another writer got there first.
 
-local KEY_NAMES = {'saga', 'history', 'seen', 'outbox', 'timers', 'old_index', 'new_index', 'offsets'}
+local KEY_NAMES = {'saga', 'history', 'seen', 'outbox', 'timers', 'old_index', 'new_index', 'offsets',
+                   'tombstone'}
 local K = {}
 for i, name in ipairs(KEY_NAMES) do
   K[name] = KEYS[i]
@@ -57,6 +58,10 @@ if A.applied then
     redis.call('EXPIRE', K.saga, A.retention_s)
     redis.call('EXPIRE', K.history, A.retention_s)
     redis.call('EXPIRE', K.seen, A.retention_s)
+    if A.tombstone_retention_s > 0 then
+      -- the id outlives the saga: a late duplicate start is refused, not run again
+      redis.call('SET', K.tombstone, '1', 'EX', A.retention_s + A.tombstone_retention_s)
+    end
   elseif not A.final then
     redis.call('PERSIST', K.saga)
     redis.call('PERSIST', K.history)

@@ -30,9 +30,14 @@ async def post_order(request: web.Request, api: HttpApi) -> web.Response:
     assert api.redis is not None  # set once the API started
     msg = await start_priced_order(doc, api.redis, api.s.key_prefix, tp)
     status = f"/api/sagas/{msg.saga_id}/status"
-    # HGET, not EXISTS: the orchestrator's Redis user (deploy/redis-acl.conf) may run it already
-    if await api.redis.hget(Keys(api.s.key_prefix).saga(msg.saga_id), "state") is not None:
+    # HGET and GET, not EXISTS: the orchestrator's Redis user (deploy/redis-acl.conf) may run
+    # them already. A tombstone means the saga ran and its keys expired: the id stays taken.
+    keys = Keys(api.s.key_prefix)
+    if await api.redis.hget(keys.saga(msg.saga_id), "state") is not None:
         return json_response(409, {"error": f"saga {msg.saga_id} already exists", "status": status})
+    if await api.redis.get(keys.tombstone(msg.saga_id)) is not None:
+        error = f"saga {msg.saga_id} ran before and has expired; its id stays taken"
+        return json_response(409, {"error": error, "status": status})
     await api.send(api.s.commands_topic, msg)
     return json_response(
         202,
