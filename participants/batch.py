@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from aiokafka import AIOKafkaProducer
@@ -19,13 +20,15 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from infra.retry import Stopped
 from participants.config import WorkerOptions
 from participants.context import BatchScope
+from participants.errors import InfrastructureError
 from participants.handling import CommandRunner
 from participants.outbox import Outbox
 from participants.outcome import Outcome, reply_record
 from participants.participant import Participant
-from participants.routing import DeadLetter, Deliver, route
+from participants.routing import DeadLetter, Deliver, route, schema_values
 from participants.runtime import Infra, WorkerStats
 from participants.store import Known, Store
+from schemas.avro import RegistryUnavailableError, fetch_unknown_schemas
 from schemas.config import Settings
 from schemas.dlq import headers_for
 from schemas.messages import SagaCommand
@@ -57,6 +60,7 @@ class BatchProcessor:
         commands: list[SagaCommand] = []
         abandoned = False
         try:
+            await self._fetch_schemas(batch)
             for records in batch.values():
                 for rec in records:
                     r = route(
@@ -77,6 +81,22 @@ class BatchProcessor:
         except* Stopped:
             abandoned = True
         return not abandoned
+
+    async def _fetch_schemas(self, batch: Batch) -> None:
+        """Registry mode: the schema ids first seen in this batch, fetched before routing; a
+        registry outage is waited out like a Redis one (nothing dead-lettered or committed)."""
+
+        async def retry(what: str, op: Callable[[], Awaitable[bool]]) -> bool:
+            async def outage_as_infra() -> bool:
+                try:
+                    return await op()
+                except RegistryUnavailableError as exc:
+                    raise InfrastructureError(str(exc)) from exc
+
+            return await self.infra.retry(what, outage_as_infra)
+
+        pairs = [(rec.value, list(rec.headers or ())) for rs in batch.values() for rec in rs]
+        await fetch_unknown_schemas(schema_values(pairs, self.participant.name), retry)
 
     async def _handle_all(self, commands: list[SagaCommand], outbox: Outbox) -> None:
         known = await self.infra.retry("look up commands", partial(self.store.lookup, commands))

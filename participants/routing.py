@@ -11,10 +11,15 @@ commands for the other participants. The rule:
   skipped. Undecodable records without the header are NOT dead-lettered here: every participant
   and the orchestrator read this topic, and only the orchestrator dead-letters them, so a bad
   record lands in the DLQ once, not five times.
+
+With a Schema Registry, the schema ids first seen in a batch are fetched before `route` runs
+(`schema_values` picks the values it would decode; `BatchProcessor` fetches); a registry outage
+makes the batch wait, and an id the registry does not have is undecodable like any other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from schemas.codec import DecodeError, decode
@@ -42,14 +47,29 @@ class Deliver:
 Route = Skip | DeadLetter | Deliver
 
 
-def route(value: bytes | None, headers: Headers, participant: str, max_bytes: int) -> Route:
+def _skip(headers: Headers, participant: str) -> Skip | None:
+    """Skip when the headers show the record is not this participant's: no decoding."""
     target = header(headers, H_PARTICIPANT)
     if target is not None and target != participant:
         return Skip("for another participant")
-    mine = target is not None
     message_type = header(headers, H_MESSAGE_TYPE)
-    if not mine and message_type is not None and message_type != "SagaCommand":
+    if target is None and message_type is not None and message_type != "SagaCommand":
         return Skip(f"a {message_type[:64]}, not a command")
+    return None
+
+
+def schema_values(
+    records: Iterable[tuple[bytes | None, Headers]], participant: str
+) -> list[bytes | None]:
+    """The values `route` would decode: those whose schema ids are worth fetching."""
+    return [value for value, headers in records if _skip(headers, participant) is None]
+
+
+def route(value: bytes | None, headers: Headers, participant: str, max_bytes: int) -> Route:
+    skip = _skip(headers, participant)
+    if skip is not None:
+        return skip
+    mine = header(headers, H_PARTICIPANT) is not None
     try:
         msg = decode(value, max_bytes)
     except DecodeError as exc:

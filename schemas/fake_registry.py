@@ -1,7 +1,8 @@
 """A fake Schema Registry for tests and offline demos: the handful of Confluent REST endpoints
 `schemas.registry` uses (register, look up, versions, ids, config), served on 127.0.0.1. It checks
 BACKWARD(_TRANSITIVE) compatibility like a registry would, with `schemas.contract`. It is not a
-registry: everything lives in memory and ends with it.
+registry: everything lives in memory and ends with it (a `close` then `start` serves the same data
+on the same port again, as a restarted registry would).
 """
 
 from __future__ import annotations
@@ -155,20 +156,20 @@ def _compat(new: dict[str, Any], olders: list[dict[str, Any]]) -> list[str]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.state = _State()
+    def __init__(self, state: _State, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.state = state
 
 
 class FakeRegistry:
     """A Confluent-compatible registry subset on 127.0.0.1 (register, look up, versions, ids,
-    config). Use as a context manager; `url` is its address, `requests` what it was asked."""
+    config). Use as a context manager; `url` is its address, `requests` what it was asked.
+    `close()` stops serving (connections are refused); `start()` again serves the same data on
+    the same port."""
 
     def __init__(self) -> None:
-        self._server = _Server()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="fake-registry", daemon=True
-        )
+        self._server = _Server(_State())
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -190,13 +191,22 @@ class FakeRegistry:
             return self._server.state.config.get(subject)
 
     def start(self) -> FakeRegistry:
+        if self._thread is not None:
+            raise RuntimeError("the fake registry is already serving")
+        if self._server.socket.fileno() < 0:  # closed: serve the same data on the same port
+            self._server = _Server(self._server.state, self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-registry", daemon=True
+        )
         self._thread.start()
         return self
 
     def close(self) -> None:
-        self._server.shutdown()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
         self._server.server_close()
-        self._thread.join(timeout=5)
 
     def __enter__(self) -> FakeRegistry:
         return self.start()

@@ -47,6 +47,7 @@ from orchestrator.telemetry.logs import saga_extra
 from orchestrator.telemetry.metrics import Metrics
 from orchestrator.telemetry.tracing import log_extra, record_step_span, start_traceparent
 from schemas import codec
+from schemas.avro import fetch_unknown_schemas
 from schemas.codec import DecodeError
 from schemas.dlq import header
 from schemas.headers import H_MESSAGE_ID, H_MESSAGE_TYPE, H_TRACEPARENT
@@ -199,7 +200,7 @@ class Orchestrator:
         assert self.publisher is not None
         publisher = self.publisher
         t0 = time.perf_counter()
-        inputs, poison = self.decode(records)
+        inputs, poison = await self.decode(records)
         t1 = time.perf_counter()
         writes, more_poison = await self.apply(inputs)
         out = Outgoing.of([(inp.record, w) for inp, w in writes], poison + more_poison)
@@ -219,17 +220,22 @@ class Orchestrator:
                 (time.perf_counter() - t3) * 1000,
             )
 
-    def decode(
+    async def decode(
         self, records: list[ConsumerRecord[bytes, bytes]]
     ) -> tuple[list[Input], list[Poison]]:
+        """Inputs and poison, in record order. In registry mode the schema ids first seen in
+        this batch are fetched first (in a thread; a registry outage is waited out, so the
+        batch waits and nothing is dead-lettered); an id the registry lacks is poison."""
+        ours = [  # our own commands to participants share the topic: not inputs
+            r
+            for r in records
+            if r.topic != self.s.commands_topic
+            or header(r.headers, H_MESSAGE_TYPE) != "SagaCommand"
+        ]
+        await fetch_unknown_schemas((r.value for r in ours), self._retrying)
         inputs: list[Input] = []
         poison: list[Poison] = []
-        for r in records:
-            if (
-                r.topic == self.s.commands_topic
-                and header(r.headers, H_MESSAGE_TYPE) == "SagaCommand"
-            ):
-                continue  # our own commands to participants share the topic
+        for r in ours:
             try:
                 msg = codec.decode(r.value, self.s.max_message_bytes)
             except DecodeError as exc:
