@@ -22,6 +22,7 @@ from orchestrator.ops.doctor import (
 )
 from schemas.config import Settings
 from tests.conftest import ROOT, Infra
+from tests.support.procs import stop
 
 SAGA = str(ROOT / ".venv" / "bin" / "saga")
 
@@ -154,12 +155,7 @@ def redis_with_password(tmp_path: Path) -> Iterator[int]:
         client.close()
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
 
 
 def test_redis_password_required(redis_with_password: int) -> None:

@@ -24,6 +24,7 @@ from orchestrator.engine.daemon import Orchestrator
 from schemas.config import Settings
 from tests.support.kafka import produce, read_all, wait_for
 from tests.support.orch import SagaReader, running
+from tests.support.procs import stop
 from tests.support.scripted import ScriptedParticipant
 from tests.test_orchestrator_e2e import start_order
 
@@ -66,12 +67,7 @@ async def redis_server(tmp_path: Path, *config: str) -> AsyncIterator[int]:
         yield port
     finally:
         await client.aclose()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
 
 
 @contextlib.asynccontextmanager

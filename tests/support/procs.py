@@ -46,3 +46,13 @@ def kill(
 ) -> int:
     os.kill(proc.pid, sig)
     return proc.wait(timeout=timeout_s)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within the timeout."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout_s)
