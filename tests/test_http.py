@@ -29,9 +29,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def metric(text: str, name: str, labels: str = "") -> float:
+def metric(text: str, name: str, labels: str = "", missing_ok: bool = False) -> float:
+    """A sample's value. A missing sample fails the test (so `== 0` means a real zero), unless
+    `missing_ok`, where it reads as None-like 0 for polling before the series exists."""
     pattern = rf"^{re.escape(name)}{re.escape(labels)} (\S+)$"
     m = re.search(pattern, text, re.MULTILINE)
+    if m is None and not missing_ok:
+        raise AssertionError(f"{name}{labels} is not in /metrics")
     return float(m.group(1)) if m else 0.0
 
 
@@ -76,7 +80,7 @@ async def test_orders_status_list_and_metrics(settings: Settings, reader: SagaRe
 
         async def metrics_moved() -> bool:
             text = (await http.get("/metrics")).text
-            return metric(text, "saga_sagas", '{state="completed"}') == 2
+            return metric(text, "saga_sagas", '{state="completed"}', missing_ok=True) == 2
 
         await wait_for(metrics_moved, 30, "sagas by state in /metrics")
         after = (await http.get("/metrics")).text
