@@ -168,3 +168,15 @@ def test_the_api_listens_beyond_loopback_only_with_tokens(
 
 def _token_lines(path: Path) -> list[str]:
     return [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def test_the_image_gets_every_package_the_project_installs() -> None:
+    """deploy/Dockerfile copies each top-level package pyproject.toml installs (a package left
+    out builds an image whose `saga` cannot import)."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    include = re.search(r"include = \[([^\]]*)\]", pyproject)
+    assert include is not None
+    packages = {p.strip().strip('"').rstrip("*") for p in include.group(1).split(",")}
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.MULTILINE))
+    assert packages and packages <= copied, packages - copied
