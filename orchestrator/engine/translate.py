@@ -43,34 +43,8 @@ def to_event(msg: Envelope, starts: dict[type[Envelope], StartMapper]) -> Event 
         return Start(
             msg.saga_id, msg.saga_type, msg.data, msg.correlation_id or "", msg.traceparent or ""
         )
-    if isinstance(msg, StepCompleted):
-        return Reply(
-            "completed",
-            msg.step,
-            msg.attempt,
-            msg.compensation,
-            dict(msg.result),
-            command_id=msg.command_id,
-        )
-    if isinstance(msg, StepFailed):
-        return Reply(
-            "failed",
-            msg.step,
-            msg.attempt,
-            msg.compensation,
-            {},
-            msg.retryable,
-            msg.reason,
-            command_id=msg.command_id,
-        )
-    if isinstance(msg, StepCompensated):
-        return Reply(
-            "compensated",
-            msg.step,
-            msg.attempt,
-            msg.compensation or True,
-            command_id=msg.command_id,
-        )
+    if isinstance(msg, StepCompleted | StepFailed | StepCompensated):
+        return _reply(msg)
     if isinstance(msg, TimerFired):
         return TimerDue(msg.timer_kind, msg.step, msg.attempt, msg.compensation)
     if isinstance(msg, OperatorCommand):
@@ -79,6 +53,21 @@ def to_event(msg: Envelope, starts: dict[type[Envelope], StartMapper]) -> Event 
         return None
     raise UnknownStart(
         f"unknown saga type: no saga module maps {type(msg).__name__} to a saga type"
+    )
+
+
+def _reply(msg: StepCompleted | StepFailed | StepCompensated) -> Reply:
+    """One builder for the three reply kinds: they differ only in kind and what they carry."""
+    failed = isinstance(msg, StepFailed)
+    return Reply(
+        "completed" if isinstance(msg, StepCompleted) else "failed" if failed else "compensated",
+        msg.step,
+        msg.attempt,
+        True if isinstance(msg, StepCompensated) else msg.compensation,
+        dict(msg.result) if isinstance(msg, StepCompleted) else {},
+        msg.retryable if isinstance(msg, StepFailed) else False,
+        msg.reason if isinstance(msg, StepFailed) else "",
+        command_id=msg.command_id,
     )
 
 
