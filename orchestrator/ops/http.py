@@ -4,6 +4,7 @@
     GET  /api/sagas/{id}   and   /api/sagas/{id}/status
     POST /api/sagas/{id}/retry|abort|resume|skip-compensation
     GET  /metrics  /livez  /readyz
+    /ui/...  the web dashboard (orchestrator.ops.ui), with the same tokens and roles
     ...and the routes saga modules add (`HTTP_ROUTES`, a list of `Route`), such as the order
     sample's POST /api/orders.
 
@@ -44,6 +45,7 @@ from orchestrator.engine.sagas import SagaModules
 from orchestrator.errors import ConfigError
 from orchestrator.ops import InputError, OpsError, auth, intervene, kafka, validate
 from orchestrator.ops.query import SagaQuery
+from orchestrator.ops.ui import Dashboard
 from orchestrator.telemetry.metrics import Gauges, Metrics
 from schemas.messages import Envelope
 
@@ -165,6 +167,8 @@ class HttpApi:
             self.app.router.add_get("/livez", self.livez).resource,
             self.app.router.add_get("/readyz", self.readyz).resource,
         }
+        # the dashboard checks the same tokens itself (a login cookie or the header; HTML errors)
+        self._open |= Dashboard(self).mount(self.app.router)
 
     def _plugin(self, route: Route) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
