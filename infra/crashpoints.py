@@ -8,11 +8,13 @@ the start of every orchestrator and worker process):
 - `SAGA_CRASH_AFTER=N`: let each named point pass N times, fire on hit N+1 (default 0);
 - `SAGA_CRASH_MARKER=path`: append the marker line there too (it always goes to stderr).
 
-An unknown name or a count that is not a non-negative integer raises `CrashPointError` at
-import: a misspelt point must not quietly test nothing. Firing writes the marker line, then
-sends SIGKILL to the process itself: no `finally`, no `atexit`, no flush of anything buffered,
-exactly as an OOM kill or a pulled plug. When nothing is armed, `crash_point` is one test of an
-empty set (the points sit on the daemon's and the SDK's hot paths).
+An unknown name or a count that is not a non-negative integer is found at import and raised by
+`check()`, which the CLI calls before any command (one line, exit 2) and the orchestrator and
+worker entry points call at start-up: a misspelt point must not quietly test nothing.
+Firing writes the marker line, then sends SIGKILL to the process itself: no `finally`, no
+`atexit`, no flush of anything buffered, exactly as an OOM kill or a pulled plug. When nothing
+is armed, `crash_point` is one test of an empty set (the points sit on the daemon's and the
+SDK's hot paths).
 
 Environment read here and not through the settings models on purpose: this is a test switch
 that must reach every process (orchestrator copies, workers) without a setting in each.
@@ -92,8 +94,17 @@ def parse(env: Mapping[str, str]) -> CrashPlan:
     return CrashPlan(frozenset(names), after, env.get(ENV_MARKER) or None)
 
 
-_plan = parse(os.environ)
+try:
+    _plan, _error = parse(os.environ), None
+except CrashPointError as exc:  # kept for check(): an import must not fail half-way
+    _plan, _error = CrashPlan(), exc
 _armed = _plan.armed  # a module global of its own: the hot path reads nothing else
+
+
+def check() -> None:
+    """Raise the `CrashPointError` the environment caused, if any (called at start-up)."""
+    if _error is not None:
+        raise _error
 
 
 def crash_point(name: str) -> None:

@@ -76,8 +76,14 @@ def run() -> None:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
+    from infra import crashpoints
+
     try:
+        crashpoints.check()
         app()
+    except crashpoints.CrashPointError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
     except (
         SettingsError
     ) as exc:  # a value that is not even parseable (e.g. a list that is not JSON)
