@@ -277,7 +277,8 @@ def test_prepare_without_registry_is_local() -> None:
     table = avro.prepare(Settings(max_message_bytes=4096))
     assert table.mode == "local" and table.max_bytes == 4096
     assert avro.active() is table
-    assert all(i >= avro.LOCAL_ID_BASE for i in table.ids().values())
+    ids = table.ids()
+    assert ids and all(i >= avro.LOCAL_ID_BASE for i in ids.values()), ids
 
 
 # ------------------------------------------------------------------------------ with a registry
