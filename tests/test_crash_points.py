@@ -272,9 +272,7 @@ def test_an_unknown_point_stops_start_up(settings: Settings, command: list[str])
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "error: SAGA_CRASH_AT: unknown crash point(s) 'orchestrator.after_stpe'" in (
-        proc.stderr
-    )
+    assert "error: SAGA_CRASH_AT: unknown crash point(s) 'orchestrator.after_stpe'" in (proc.stderr)
     assert "orchestrator.after_step" in proc.stderr  # the known ones are listed
 
 

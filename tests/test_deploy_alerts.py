@@ -72,10 +72,12 @@ def test_promtool_test_rules_passes(promtool: str) -> None:
 @pytest.mark.parametrize(
     ("alert", "before", "after"),
     [
-        ("SagaStuck", "saga_inputs_total[15m]", "saga_inputs_total[2m]"),
+        ("SagaStuck", "max(saga_sagas_stuck) > 0", "max(saga_sagas_stuck) > 3"),
+        ("SagaStuck", "max(saga_sagas_stuck) > 0", "sum(saga_sagas_stuck) > 0"),
         ("SagaRelayLag", "max(saga_outbox_depth) > 1000", "max(saga_outbox_depth) > 100"),
         ("SagaNeedsIntervention", 'max(saga_sagas{state="needs_intervention"})', "vector(0)"),
-        ("SagaOrchestratorNotReady", "saga_assigned_partitions == 0 or ", ""),
+        ("SagaOrchestratorNotReady", "saga_ready == 0", "saga_ready < 0"),
+        ("SagaOrchestratorNotReady", "saga_ready == 0", "saga_ready == 0 or saga_redis_up == 0"),
     ],
 )
 def test_the_unit_tests_catch_a_broken_rule(

@@ -31,6 +31,7 @@ def exposed_metrics() -> frozenset[str]:
     gauges = Gauges(
         sagas_by_state={"pending": 1},
         outbox_depth=0,
+        sagas_stuck=0,
         consumer_lag={("saga-events", 0): 1},
         assigned_partitions=1,
     )
