@@ -21,7 +21,6 @@ PAGE_SIZE = 50
 MAX_ROWS = 10_000
 MAX_TEXT = 200
 DLQ_READ_TIMEOUT_S = 20
-STUCK_DEFAULT = "10m"
 
 ACTION_HELP = {
     "retry": "Re-issue the current step (going forward) or the current compensation (going back).",
@@ -153,7 +152,7 @@ async def saga_partial(ui: Context, request: web.Request, v: session.Visitor) ->
 
 
 async def stuck(ui: Context, request: web.Request, v: session.Visitor) -> web.Response:
-    older = _text(request, "older") or STUCK_DEFAULT
+    older = _text(request, "older") or f"{round(ui.api.s.stuck_after_s)}s"  # as /metrics
     items = await ui.query().stuck(validate.duration_ms(older), reads.STUCK_CAP)
     return ui.page(
         request, v, "stuck.html", rows=items, older=older, capped=len(items) >= reads.STUCK_CAP

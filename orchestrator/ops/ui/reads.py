@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra import kafka as kafka_factory
+from orchestrator.config import OrchestratorSettings
 from orchestrator.core.model import Status
 from orchestrator.engine.statecodec import from_iso
 from orchestrator.ops import NotFoundError
 from orchestrator.ops.query import SagaQuery, SagaStatus, SagaSummary, now_ms, text
-from schemas.config import Settings
 
 #: sagas read per state to count them by type (the overview says when a state holds more)
 TYPE_SAMPLE = 1000
@@ -28,7 +28,6 @@ TYPE_SAMPLE = 1000
 STUCK_CAP = 1000
 #: newest sagas per state a correlation-id search looks through
 SEARCH_CAP = 5000
-STUCK_AFTER_MS = 600_000
 
 
 @dataclass
@@ -55,7 +54,7 @@ class Overview:
     types: list[str] = field(default_factory=list)
 
 
-async def overview(q: SagaQuery, settings: Settings) -> Overview:
+async def overview(q: SagaQuery, settings: OrchestratorSettings) -> Overview:
     by_state = await q.counts_by_state()
     by_type: dict[str, dict[str, Capped]] = {}
     for state, n in by_state.items():
@@ -64,7 +63,8 @@ async def overview(q: SagaQuery, settings: Settings) -> Overview:
         sample = await q.find([state], None, 0, TYPE_SAMPLE)
         for saga_type, count in Counter(s.saga_type for s in sample).items():
             by_type.setdefault(saga_type or "(none)", {})[state] = Capped(count, n > TYPE_SAMPLE)
-    stuck = await q.stuck(STUCK_AFTER_MS, STUCK_CAP)
+    # the bound /metrics and the SagaStuck alert use, so the page and the alert agree
+    stuck = await q.stuck(round(settings.stuck_after_s * 1000), STUCK_CAP)
     done, failed = await per_minute(q)
     size, problem = await dlq_size(settings)
     return Overview(
@@ -91,7 +91,9 @@ async def per_minute(q: SagaQuery) -> tuple[int, int]:
     return int(done), int(failed)
 
 
-async def dlq_size(settings: Settings, timeout_s: float = 5.0) -> tuple[int | None, str]:
+async def dlq_size(
+    settings: OrchestratorSettings, timeout_s: float = 5.0
+) -> tuple[int | None, str]:
     """Records in the dead-letter topic (end minus beginning offsets of every partition), or
     None and why when Kafka did not answer in time."""
     c = kafka_factory.consumer(settings, group_id=None)
