@@ -1,341 +1,260 @@
-"""End-to-end benchmark: order sagas per second and step latency, next to a baseline measured
-in the same run (a plain Kafka ping-pong through the same client, same message size, one Redis
-round trip per step). Every process runs on this machine; compare the ratio, not the absolutes.
+"""End-to-end benchmark of the orchestrator with the four sample workers, next to Kafka
+ping-pong baselines measured in the same run. Every process runs on this machine; compare the
+ratio, not the absolutes. Run it as `scripts/bench` (it sets up the virtualenv and the stack
+first); the parts are in `scripts/bench_kit/`, docs/PERFORMANCE.md explains each figure.
 
-Usage: scripts/bench [--sagas N] [--pings N] [--chains N]
+Parts (all by default; `--only` / `--skip` choose):
+  baseline  ping-pong through aiokafka and through confluent-kafka: steps/s, CPU per step
+  codec     decode-and-validate time per message, JSON and Avro
+  idle      one saga at a time on an idle stack (median)
+  peak      closed loop: --window sagas in flight for --peak-s; sagas/s, steps/s, CPU per
+            process; Redis bytes per completed saga
+  open      open loop at --load-fraction of the peak (or --rate): saga latency p50/p99
+  kill      open-loop load, SIGKILL of the orchestrator, restart: time to the next completion
+`--in-flight N` parks N sagas on a step nobody answers before anything else is measured, and
+reports Redis bytes per in-flight saga; every other figure is then measured beside them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import os
-import signal
-import statistics
-import subprocess
+import re
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
-from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra import kafka  # noqa: E402
-from infra import redis as redis_factory  # noqa: E402
-from orchestrator.engine.keys import Keys  # noqa: E402
-from orchestrator.engine.statecodec import from_iso  # noqa: E402
-from participants.samples.order.saga import ORDER_FULFILLMENT  # noqa: E402
-from schemas import codec  # noqa: E402
+from orchestrator.config import OrchestratorSettings  # noqa: E402
+from participants.config import ParticipantConfig  # noqa: E402
 from schemas.config import Settings  # noqa: E402
-from schemas.messages import SagaCommand  # noqa: E402
+from scripts.bench_kit import report  # noqa: E402
+from scripts.bench_kit.fleet import BenchError, child_env  # noqa: E402
+from scripts.bench_kit.pingpong import CLIENTS, baseline  # noqa: E402
+from scripts.bench_kit.session import Session  # noqa: E402
 
-STEPS_PER_SAGA = 4
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p / 100 * len(values)))]
-
-
-def sample_command() -> bytes:
-    """A typical participant command (the order saga's second step), to size the baseline's
-    messages the same."""
-    first, second = ORDER_FULFILLMENT.steps[:2]
-    cmd = SagaCommand(
-        message_id=f"bench-000001:{second.name}:action:1",
-        saga_id="bench-000001",
-        correlation_id="bench-000001",
-        causation_id=f"bench-000001:{first.name}:action:1:reply",
-        participant=second.participant,
-        command_type=second.action,
-        step=second.name,
-        attempt=1,
-        data=order_doc("bench-000001"),
-    )
-    return codec.encode(cmd)
+PARTS = ("baseline", "codec", "idle", "peak", "open", "kill")
+FLEET_PARTS = ("idle", "peak", "open", "kill")
+MAX_IN_FLIGHT = 10_000_000
+#: option defaults, and the `--quick` preset (about a minute on two cores)
+DEFAULTS: dict[str, Any] = dict(
+    window=1000, peak_s=30.0, ramp_s=5.0, open_s=30.0, idle_n=5, kill_before_s=5.0,
+    kill_after_s=5.0, baseline_s=10.0, chains=1000, codec_n=5000, memory_sample=1000,
+    in_flight=0, warm=20,
+)  # fmt: skip
+QUICK: dict[str, Any] = dict(
+    window=200, peak_s=4.0, ramp_s=2.0, open_s=4.0, idle_n=3, kill_before_s=1.5,
+    kill_after_s=1.0, baseline_s=2.0, chains=200, codec_n=500, memory_sample=200,
+    in_flight=100, warm=10,
+)  # fmt: skip
+#: engine settings left out of the report: secrets and addresses
+HIDDEN = re.compile(r"password|secret|token|sasl|ssl|url|bootstrap")
 
 
-def order_doc(saga_id: str) -> dict[str, Any]:
-    return {
-        "orderId": saga_id,
-        "customerId": "cust-1",
-        "items": [{"productId": "sku-1", "quantity": 1}, {"productId": "sku-2", "quantity": 2}],
-        "amount": "42.50",
-        "currency": "USD",
-        "paymentMethod": "card",
-        "shippingAddress": "1 Main St, Springfield",
-    }
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return v
 
 
-# ---- baseline: ping-pong -------------------------------------------------------------------
-
-
-async def ponger(topic_in: str, topic_out: str, prefix: str) -> None:
-    """The participant's side of the baseline: consume, one Redis write per message, reply."""
-    s = Settings()
-    redis = redis_factory.client(s)
-    consumer = kafka.consumer(s, topic_in, group_id=f"{prefix}-ponger")
-    producer = kafka.producer(s)
-    await consumer.start()
-    await producer.start()
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    while not stop.is_set():
-        batch = await consumer.getmany(timeout_ms=100, max_records=2000)
-        records = [r for rs in batch.values() for r in rs]
-        if not records:
-            continue
-        async with redis.pipeline(transaction=False) as pipe:
-            for r in records:
-                pipe.hset(f"{prefix}:pong:{r.key.decode()}", "seen", r.offset)
-            await pipe.execute()
-        futures = [await producer.send(topic_out, r.value, r.key) for r in records]
-        await asyncio.gather(*futures)
-        await consumer.commit()
-    await consumer.stop()
-    await producer.stop()
-
-
-async def pinger(
-    s: Settings, topic_out: str, topic_in: str, chains: int, rounds: int, value: bytes
-) -> dict[str, float]:
-    """`chains` concurrent conversations of `rounds` round trips each, like sagas of 4 steps."""
-    consumer = kafka.consumer(s, topic_in, group_id=None, auto_offset_reset="latest")
-    producer = kafka.producer(s)
-    await consumer.start()
-    await producer.start()
-    await consumer.getmany(timeout_ms=500)
-    await consumer.seek_to_end()
-    left = {f"c{i}": rounds for i in range(chains)}
-    sent_at: dict[str, float] = {}
-    latencies: list[float] = []
-    start = time.perf_counter()
-    for key in left:
-        sent_at[key] = time.perf_counter()
-        await producer.send(topic_out, value, key.encode())
-    done = 0
-    while done < chains:
-        batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
-        now = time.perf_counter()
-        for rs in batch.values():
-            for r in rs:
-                key = r.key.decode()
-                latencies.append(now - sent_at[key])
-                left[key] -= 1
-                if left[key] == 0:
-                    done += 1
-                    continue
-                sent_at[key] = time.perf_counter()
-                await producer.send(topic_out, value, r.key)
-    elapsed = time.perf_counter() - start
-    await consumer.stop()
-    await producer.stop()
-    return {
-        "steps_per_s": chains * rounds / elapsed,
-        "p50_ms": pct(latencies, 50) * 1000,
-        "p99_ms": pct(latencies, 99) * 1000,
-        "elapsed_s": elapsed,
-    }
-
-
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        args, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT
-    )
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGTERM)
-    for p in procs:
+def whole(low: int, high: int) -> Any:
+    def parse(text: str) -> int:
         try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low} and {high:,}")
+        return v
+
+    return parse
 
 
-async def baseline(
-    s: Settings, tag: str, chains: int, pings: int, logdir: Path
-) -> dict[str, float]:
-    t_out, t_in = f"bench-{tag}-ping", f"bench-{tag}-pong"
-    kafka.create_topics(s, [t_out, t_in], 6)
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        SAGA_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap_servers,
-        SAGA_REDIS_URL=s.redis_url,
-    )
-    proc = spawn(
-        [sys.executable, __file__, "_ponger", t_out, t_in, f"bench{tag}"],
-        env,
-        logdir / "ponger.log",
-    )
+def positive_float(text: str) -> float:
     try:
-        # warm-up round so group join and metadata are not timed
-        await pinger(s, t_out, t_in, 10, 1, sample_command())
-        return await pinger(s, t_out, t_in, chains, pings // chains, sample_command())
-    finally:
-        stop_all([proc])
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return v
 
 
-# ---- the orchestrator ----------------------------------------------------------------------
+def fraction(text: str) -> float:
+    v = positive_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at most 1")
+    return v
 
 
-async def orchestrated(s: Settings, tag: str, n: int, logdir: Path) -> dict[str, float]:
-    topics = {k: f"bench-{tag}-{k}" for k in ("commands", "events", "dlq")}
-    kafka.create_topics(s, list(topics.values()), 6)
-    prefix = f"bench{tag}"
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        SAGA_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap_servers,
-        SAGA_REDIS_URL=s.redis_url,
-        SAGA_COMMANDS_TOPIC=topics["commands"],
-        SAGA_EVENTS_TOPIC=topics["events"],
-        SAGA_DLQ_TOPIC=topics["dlq"],
-        SAGA_KEY_PREFIX=prefix,
-        SAGA_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-    )
-    saga = [sys.executable, "-m", "orchestrator.ops.cli"]
-    redis = redis_factory.client(s, decode=True)
-    await redis.hset(
-        f"{prefix}:inventory:stock", mapping={"sku-1": 10_000_000, "sku-2": 10_000_000}
-    )
-    procs = [spawn([*saga, "orchestrator", "run"], env, logdir / "orchestrator.log")]
-    for name in ("inventory", "payment", "shipping", "notification"):
-        procs.append(spawn([*saga, "participant", "run", name], env, logdir / f"{name}.log"))
-    keys = Keys(prefix)
-    try:
-        producer = kafka.producer(s, linger_ms=5)
-        await producer.start()
-        # warm-up: a few sagas so every process has joined its group before timing starts
-        warm = [f"warm-{i}" for i in range(20)]
-        for sid in warm:
-            await producer.send(topics["commands"], start_value(sid), sid.encode())
-        await wait_count(redis, keys, len(warm), 180)
-        ids = [f"o{i:07d}" for i in range(n)]
-        t0 = time.time()
-        futures = [
-            await producer.send(topics["commands"], start_value(sid), sid.encode()) for sid in ids
-        ]
-        await asyncio.gather(*futures)
-        produced_s = time.time() - t0
-        await producer.stop()
-        await wait_count(redis, keys, len(warm) + n, 600)
-        created, updated, steps, mem = [], [], [], []
-        for sid in ids:
-            f = await redis.hmget(keys.saga(sid), "created_at", "updated_at")
-            created.append(from_iso(f[0]) / 1000)
-            updated.append(from_iso(f[1]) / 1000)
-        for sid in ids[:: max(1, n // 500)]:
-            hist = await redis.xrange(keys.history(sid))
-            ats = [from_iso(h["at"]) for _, h in hist if h["outcome"] == "applied"]
-            steps += [(b - a) for a, b in itertools.pairwise(ats)]
-            total = 0
-            for k in (keys.saga(sid), keys.history(sid), keys.seen(sid)):
-                total += int(await redis.memory_usage(k) or 0)
-            mem.append(total)
-        elapsed = max(updated) - min(created)
-        names = ["orchestrator", "inventory", "payment", "shipping", "notification"]
-        cpu = {name: cpu_seconds(p.pid) for name, p in zip(names, procs, strict=True)}
-        print(f"cpu seconds per process over the run: {cpu}", flush=True)
-        return {
-            "sagas": n,
-            "sagas_per_s": n / elapsed,
-            "steps_per_s": n * STEPS_PER_SAGA / elapsed,
-            "step_p50_ms": pct(steps, 50),
-            "step_p99_ms": pct(steps, 99),
-            "saga_p50_ms": pct([(u - c) * 1000 for c, u in zip(created, updated, strict=True)], 50),
-            "saga_p99_ms": pct([(u - c) * 1000 for c, u in zip(created, updated, strict=True)], 99),
-            "produce_s": produced_s,
-            "bytes_per_saga": statistics.mean(mem),
-        }
-    finally:
-        stop_all(procs)
-        await cleanup(redis, prefix)
-        await redis.aclose()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc), to see who is the bottleneck."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
-
-
-def start_value(sid: str) -> bytes:
-    doc = {"sagaId": sid, "command": "StartOrder", **order_doc(sid)}
-    doc["items"] = [{"productId": "sku-1", "quantity": 1}, {"productId": "sku-2", "quantity": 2}]
-    return orjson.dumps(doc)
-
-
-async def wait_count(redis: Redis, keys: Keys, n: int, timeout_s: float) -> None:
-    deadline = time.time() + timeout_s
-    while (done := await redis.zcard(keys.index("completed"))) < n:
-        if time.time() > deadline:
-            failed = await redis.zcard(keys.index("failed"))
-            raise SystemExit(
-                f"bench: only {done}/{n} sagas completed ({failed} failed) in {timeout_s}s"
+def names(allowed: tuple[str, ...]) -> Any:
+    def parse(text: str) -> list[str]:
+        got = [p.strip() for p in text.split(",") if p.strip()]
+        bad = [p for p in got if p not in allowed]
+        if bad or not got:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(bad) or 'empty list'}; choose from {','.join(allowed)}"
             )
-        await asyncio.sleep(0.2)
+        return got
+
+    return parse
 
 
-async def cleanup(redis: Redis, prefix: str) -> None:
-    batch: list[str] = []
-    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await redis.unlink(*batch)
-            batch = []
-    if batch:
-        await redis.unlink(*batch)
+def json_path(text: str) -> Path:
+    p = Path(text)
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory")
+    if not p.parent.is_dir() or not os.access(p.parent, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: no writable directory {p.parent}")
+    return p
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sagas", type=int, default=5000)
-    ap.add_argument("--pings", type=int, default=20000)
-    ap.add_argument("--chains", type=int, default=1000)
-    ap.add_argument("--codec-n", type=int, default=5000)
-    a = ap.parse_args()
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="scripts/bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    ap.add_argument("--only", type=names(PARTS), help=f"parts to run: {','.join(PARTS)}")
+    ap.add_argument("--skip", type=names(PARTS), default=[], help="parts to leave out")
+    ap.add_argument("--json", type=json_path, help="write the results to this file")
+    ap.add_argument(
+        "--in-flight",
+        type=whole(0, MAX_IN_FLIGHT),
+        help="park N sagas first (default 0, quick 100)",
+    )
+    ap.add_argument("--partitions", type=positive_int, help="partitions of the bench's topics")
+    ap.add_argument("--window", type=positive_int, help="peak: sagas in flight (default 1000)")
+    ap.add_argument("--peak-s", type=positive_float, help="peak: measured seconds (default 30)")
+    ap.add_argument("--ramp-s", type=positive_float, help="peak: seconds before measuring")
+    ap.add_argument("--sagas", type=positive_int, help="peak: measure N sagas, not --peak-s")
+    ap.add_argument("--rate", type=positive_float, help="open/kill: arrivals per second")
+    ap.add_argument("--load-fraction", type=fraction, default=0.5,
+                    help="open/kill: rate as a fraction of the peak (default 0.5)")  # fmt: skip
+    ap.add_argument("--arrivals", choices=("poisson", "fixed"), default="poisson")
+    ap.add_argument("--open-s", type=positive_float, help="open: seconds of arrivals")
+    ap.add_argument("--idle-n", type=positive_int, help="idle: sagas, one at a time")
+    ap.add_argument("--kill-before-s", type=positive_float, help="kill: load before the kill")
+    ap.add_argument("--kill-after-s", type=positive_float, help="kill: load after the resume")
+    ap.add_argument("--baseline-s", type=positive_float, help="baseline: seconds per client")
+    ap.add_argument("--pings", type=positive_int, help="baseline: N steps, not --baseline-s")
+    ap.add_argument("--chains", type=positive_int, help="baseline: concurrent conversations")
+    ap.add_argument("--clients", type=names(CLIENTS), default=list(CLIENTS))
+    ap.add_argument("--linger-ms", type=whole(0, 1000), default=2,
+                    help="baseline producers' linger, ms (default 2)")  # fmt: skip
+    ap.add_argument("--codec-n", type=positive_int, help="codec: messages per round")
+    ap.add_argument("--memory-sample", type=positive_int, help="sagas whose keys are measured")
+    a = ap.parse_args(argv)
+    a.parts = [p for p in (a.only or PARTS) if p not in a.skip]
+    preset = QUICK if a.quick else DEFAULTS
+    if not any(p in a.parts for p in FLEET_PARTS):
+        preset = preset | {"in_flight": 0}  # --quick parks sagas only beside a fleet part
+    for key, value in preset.items():
+        if getattr(a, key, None) is None:
+            setattr(a, key, value)
+    if not a.parts and not a.in_flight:
+        ap.error("--only/--skip leave nothing to run")
+    if any(p in a.parts for p in ("open", "kill")) and "peak" not in a.parts and not a.rate:
+        ap.error("open and kill run at a fraction of the peak: add peak, or give --rate")
+    return a
+
+
+def engine_settings(orchestrator_env: dict[str, str], worker_env: dict[str, str]) -> dict[str, Any]:
+    """The settings the processes under test run with, read from their environments as they
+    read them (the bench's own thread is the only one reading the environment meanwhile)."""
+    with mock.patch.dict(os.environ, orchestrator_env, clear=True):
+        orch = OrchestratorSettings().model_dump(mode="json")
+    with mock.patch.dict(os.environ, worker_env, clear=True):
+        worker = ParticipantConfig().model_dump(mode="json")
+    return {k: v for k, v in (orch | worker).items() if not HIDDEN.search(k)}
+
+
+async def run(a: argparse.Namespace) -> dict[str, Any]:
     s = Settings()
+    a.partitions = a.partitions or s.topic_partitions
     tag = uuid.uuid4().hex[:6]
     logdir = ROOT / ".stack" / "bench" / tag
     logdir.mkdir(parents=True, exist_ok=True)
-    from schemas.bench import bench_decode
+    print(f"# bench run {tag} on {os.cpu_count()} cores, parts {','.join(a.parts)}, "
+          f"in flight {a.in_flight}; logs in {logdir}", flush=True)  # fmt: skip
+    r: dict[str, Any] = {
+        "tag": tag,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "parts": a.parts + (["inflight"] if a.in_flight else []),
+        "machine": {"cores": os.cpu_count(), "load": [round(x, 2) for x in os.getloadavg()]},
+    }
+    durations: dict[str, float] = {}
+    if "codec" in a.parts:
+        from schemas.bench import bench_decode
 
-    print(f"# bench run {tag} on {os.cpu_count()} cores; logs in {logdir}")
-    codec_us = bench_decode(a.codec_n)
-    base = await baseline(s, tag, a.chains, a.pings, logdir)
-    print(f"baseline: {base}", flush=True)
-    orch = await orchestrated(s, tag, a.sagas, logdir)
-    print("\n## decode and validate, microseconds per message")
-    for k, v in codec_us.items():
-        print(f"- {k}: {v:.1f}")
-    print("\n## baseline: aiokafka ping-pong + one Redis round trip per step")
-    b, o = base, orch
-    print(f"- steps/s: {b['steps_per_s']:.0f}  p50 {b['p50_ms']:.1f} ms  p99 {b['p99_ms']:.1f} ms")
-    print("\n## orchestrator: order sagas (4 steps) with the four sample workers")
-    print(
-        f"- sagas: {o['sagas']}  sagas/s: {o['sagas_per_s']:.0f}  steps/s: {o['steps_per_s']:.0f}"
-    )
-    print(f"- step latency p50 {orch['step_p50_ms']:.0f} ms  p99 {orch['step_p99_ms']:.0f} ms")
-    print(f"- saga latency p50 {orch['saga_p50_ms']:.0f} ms  p99 {orch['saga_p99_ms']:.0f} ms")
-    print(f"- Redis bytes per completed saga (hash + history + seen): {orch['bytes_per_saga']:.0f}")
-    ratio = orch["steps_per_s"] / base["steps_per_s"]
-    print(f"\n## ratio: orchestrator steps/s / baseline steps/s = {ratio:.2f}")
+        t0 = time.monotonic()
+        r["codec_us"] = bench_decode(a.codec_n)
+        durations["codec"] = round(time.monotonic() - t0, 1)
+    if "baseline" in a.parts:
+        r["baselines"] = {}
+        for client in a.clients:
+            t0 = time.monotonic()
+            b = await baseline(s, client, tag, a.chains, 1.0, a.baseline_s, a.pings,
+                               a.partitions, a.linger_ms, logdir)  # fmt: skip
+            r["baselines"][client] = b
+            durations[f"baseline_{client}"] = round(time.monotonic() - t0, 1)
+            print(f"baseline {client}: {b['steps_per_s']:.0f} steps/s", flush=True)
+    if a.in_flight or any(p in a.parts for p in FLEET_PARTS):
+        session = Session(a, s, tag, logdir)
+        r |= await session.run()
+        durations |= r.pop("durations_s")
+        engine = engine_settings(session.fleet.orchestrator_env(), session.fleet.worker_env())
+    else:
+        engine = engine_settings(child_env(s), child_env(s))
+    r["durations_s"] = durations
+    r["settings"] = settings_used(a, engine, r.get("open_loop", {}).get("rate_per_s"))
+    return report.headline(r) | r
+
+
+def settings_used(
+    a: argparse.Namespace, engine: dict[str, Any], rate: float | None
+) -> dict[str, Any]:
+    """What the figures were measured with: the bench's own options and the engine's settings
+    (a setting a later engine adds, such as a command-topic mode, shows up under `engine`)."""
+    mine = ("partitions", "window", "peak_s", "ramp_s", "sagas", "open_s", "load_fraction",
+            "arrivals", "idle_n", "in_flight", "baseline_s", "pings", "chains", "clients",
+            "quick", "warm")  # fmt: skip
+    return {k: getattr(a, k) for k in mine} | {
+        "command_topic_mode": engine.get("command_topic_mode", "single"),
+        "open_rate_per_s": rate,
+        "baseline_linger_ms": a.linger_ms,
+        "loadgen_linger_ms": 0,
+        "engine": engine,
+    }
+
+
+def main(argv: list[str]) -> int:
+    a = parse_args(argv)
+    try:
+        r = asyncio.run(run(a))
+    except BenchError as exc:
+        print(f"bench: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # everything started was stopped and removed on the way out
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    print(report.text(r))
+    if a.json:
+        a.json.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+        print(f"\nwrote {a.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_ponger":
-        asyncio.run(ponger(*sys.argv[2:5]))
-    else:
-        asyncio.run(main())
+    sys.exit(main(sys.argv[1:]))
