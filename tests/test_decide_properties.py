@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.core.conditions import AllOf, Compare, Not
 from orchestrator.core.decide import decide
 from orchestrator.core.definition import (
     Registry,
     RetryPolicy,
     SagaDefinition,
     StepDef,
+    parallel,
+    wait_for,
 )
 from orchestrator.core.model import (
     FORWARD,
@@ -26,6 +29,7 @@ from orchestrator.core.model import (
     Operator,
     Reply,
     SagaState,
+    Signal,
     Start,
     Status,
     StepStatus,
@@ -49,7 +53,31 @@ TERSE = SagaDefinition(
                 compensation_retry=RetryPolicy(max_attempts=2, max_backoff_s=1)),
     ),
 )  # fmt: skip
-REG = Registry([ORDER_FULFILLMENT, TERSE])
+SHORT = {"timeout_s": 5, "compensation_retry": RetryPolicy(max_attempts=2, max_backoff_s=1)}
+#: a workflow (issue 13): parallel stages, conditional steps, waits for signals, in a group too
+FLOW = SagaDefinition(
+    "flow",
+    1,
+    (
+        StepDef("a", "pa", "DoA", "UndoA", retry=RetryPolicy(max_attempts=2), **SHORT),
+        *parallel(
+            "pair",
+            StepDef("b1", "pb", "DoB1", "UndoB1", retry=ONE_SHOT, **SHORT),
+            StepDef("b2", "pb", "DoB2", "UndoB2", when=Compare("amount", "gt", 100), **SHORT),
+            wait_for("bw", "go", reject=("stop",), timeout_s=20, when=Compare("amount", "gt", 500)),
+        ),
+        wait_for("ok", "approve", reject=("no",), timeout_s=30,
+                 when=AllOf([Compare("amount", "gt", 1000), Not(Compare("vip", "eq", True))])),
+        *parallel(
+            "tail",
+            StepDef("c1", "pc", "DoC1", "UndoC1", **SHORT),
+            StepDef("c2", "pc", "DoC2", "UndoC2", when=Not(Compare("vip", "exists")), **SHORT),
+        ),
+        StepDef("d", "pd", "DoD", "UndoD", retry=ONE_SHOT, **SHORT),
+    ),
+)  # fmt: skip
+SIGNALS = ["go", "stop", "approve", "no", "bogus"]
+REG = Registry([ORDER_FULFILLMENT, TERSE, FLOW])
 FINISHED = {Status.COMPLETED, Status.FAILED, Status.NEEDS_INTERVENTION}
 UNDONE = {StepStatus.COMPENSATED, StepStatus.COMPENSATION_SKIPPED}
 
@@ -111,16 +139,28 @@ class World:
         self.check_state()
         return t
 
+    def stage(self, step: str) -> int:
+        """The step's stage (for a straight line, its index)."""
+        return self.d.stage_of(self.names().index(step))
+
     def check_command(self, c: Command) -> None:
-        names = self.names()
         if not c.compensation:
             assert c.step not in self.compensated_steps, f"{c.step} runs after its compensation"
             return
+        sd = self.d.steps[self.names().index(c.step)]
+        assert not sd.is_wait, f"wait step {c.step} compensated"
+        assert self.state is None or self.state.steps[self.names().index(c.step)].status != (
+            StepStatus.SKIPPED
+        ), f"skipped step {c.step} compensated"
+        assert any(x.step == c.step and not x.compensation for x in self.issued), (
+            f"{c.step} compensated but never started"
+        )
         if c.step in self.compensated_steps:
             return  # a retry of the same compensation
         if c.step not in self.late:
-            earlier = [names.index(n) for n in self.compensated_steps if n not in self.late]
-            assert all(names.index(c.step) < i for i in earlier), (
+            # stage by stage, backwards: a parallel stage's branches go out together
+            earlier = [self.stage(n) for n in self.compensated_steps if n not in self.late]
+            assert all(self.stage(c.step) <= k for k in earlier), (
                 f"compensation of {c.step} after {self.compensated_steps}"
             )
         self.compensated_steps.append(c.step)
@@ -128,10 +168,27 @@ class World:
     def check_state(self) -> None:
         s = self.s
         if s.status == Status.COMPLETED:
-            assert all(x.status == StepStatus.COMPLETED for x in s.steps)
+            assert all(x.status in (StepStatus.COMPLETED, StepStatus.SKIPPED) for x in s.steps)
             assert not self.compensated_steps, "a completed saga compensated something"
+        if s.status in FORWARD:
+            # the current stage is the only one at work; no step after it has started
+            stage = self.d.stage_of(s.current_step)
+            assert self.d.stages[stage].start == s.current_step
+            for i, x in enumerate(s.steps):
+                if self.d.stage_of(i) > stage:
+                    assert x.status == StepStatus.PENDING, f"{self.names()[i]} is {x.status}"
+        else:
+            # giving up on the forward path stops every branch at work
+            busy = (StepStatus.RUNNING, StepStatus.RETRY_WAIT, StepStatus.WAITING)
+            assert not [x for x in s.steps if x.status in busy], f"{s.status} with {s.steps}"
+        if any(x.status == StepStatus.COMPENSATION_FAILED for x in s.steps):
+            assert s.status == Status.NEEDS_INTERVENTION, "a compensation gave up unnoticed"
         if s.status == Status.FAILED:
-            for name, x in zip(self.names(), s.steps, strict=True):
+            for sd, x in zip(self.d.steps, s.steps, strict=True):
+                name = sd.name
+                if sd.is_wait:
+                    assert x.status != StepStatus.WAITING, f"{name} still waits"
+                    continue  # an approval has nothing to undo
                 assert x.status != StepStatus.COMPLETED, f"{name} completed and not undone"
                 if x.may_have_run or name in self.did_run or name in self.maybe_ran():
                     assert x.status in UNDONE, f"{name} may have run but is {x.status}"
@@ -169,6 +226,20 @@ class World:
             self.did_run.add(answer.step)
         self.deliver(answer)
 
+    def progress(self, n: int) -> None:
+        """Move the saga on: answer an unanswered command with success, or else give a waiting
+        step the signal it waits for."""
+        pending = [c for c in self.issued if c.command_id not in self.answers]
+        if pending:
+            c = pending[n % len(pending)]
+            self.reply(len(self.issued) - 1 - self.issued.index(c), 0)
+            return
+        waits = [sd for sd, x in zip(self.d.steps, self.s.steps, strict=True)
+                 if x.status == StepStatus.WAITING]  # fmt: skip
+        if waits:
+            sd = waits[n % len(waits)]
+            self.deliver(Signal(sd.signal, f"sig-p{n}", {}, sender="hyp"))
+
     def fire_next(self) -> bool:
         """Jump the clock to the earliest timer and deliver it, as the relay would."""
         if not self.timers:
@@ -201,6 +272,7 @@ def moves(draw: st.DrawFn, names: list[str]) -> tuple[object, ...]:
                 st.one_of(st.none(), step),
             ),
             st.tuples(st.just("duplicate"), st.integers(0, 50)),
+            st.tuples(st.just("signal"), st.sampled_from(SIGNALS), st.integers(0, 3)),
             # noise: answers nobody asked for (attempt 0 never matches a live attempt)
             st.tuples(
                 st.just("noise-reply"),
@@ -231,6 +303,11 @@ def play(w: World, move: tuple[object, ...]) -> None:
         w.deliver(Operator(move[1], move[2], reason="prop", operator="hyp"))  # type: ignore[arg-type]
     elif kind == "duplicate":
         w.deliver(w.delivered[int(move[1]) % len(w.delivered)])  # type: ignore[call-overload]
+    elif kind == "progress":
+        w.progress(int(move[1]))  # type: ignore[call-overload]
+    elif kind == "signal":
+        _, name, n = move
+        w.deliver(Signal(str(name), f"sig-{n}", {"n": n}, sender="hyp"))
     elif kind == "noise-reply":
         _, rkind, comp, step = move
         if rkind == "completed" and not comp:
@@ -243,9 +320,13 @@ def play(w: World, move: tuple[object, ...]) -> None:
 
 @st.composite
 def worlds(draw: st.DrawFn) -> tuple[World, list[tuple[object, ...]]]:
-    d = draw(st.sampled_from([ORDER_FULFILLMENT, TERSE]))
+    d = draw(st.sampled_from([ORDER_FULFILLMENT, TERSE, FLOW]))
     w = World(d)
-    w.deliver(Start(SID, d.name, {"order_id": "o-9"}))
+    data: dict[str, object] = {"order_id": "o-9"}
+    data["amount"] = draw(st.sampled_from([50, 200, 800, 5000, "5000", None]))
+    if draw(st.booleans()):
+        data["vip"] = draw(st.sampled_from([True, False, "yes"]))
+    w.deliver(Start(SID, d.name, data))
     plan = draw(st.lists(moves([s.name for s in d.steps]), max_size=60))
     return w, plan
 
@@ -296,4 +377,52 @@ def test_nothing_is_lost_when_participants_answer_everything(
             w.reply(w.issued[::-1].index(pending[-1]), i // 2)
         else:
             assert w.fire_next() or pending, f"stuck in {w.s.status}"
+    assert w.s.status in FINISHED, w.s
+
+
+# ---- workflows (issue 13): runs that go deep into FLOW -----------------------------------------
+
+
+@st.composite
+def flow_worlds(draw: st.DrawFn) -> tuple[World, list[tuple[object, ...]]]:
+    """FLOW only, with data that mostly reaches its waits and participants and people who
+    mostly say yes, so runs get deep: stages passed, approvals given, then failures, late
+    branches and compensations stage by stage."""
+    w = World(FLOW)
+    data: dict[str, object] = {
+        "amount": draw(st.sampled_from([5000, 5000, 5000, 800, 200, "5000"]))
+    }
+    if draw(st.integers(0, 3)) == 0:
+        data["vip"] = draw(st.sampled_from([True, "yes"]))
+    w.deliver(Start(SID, FLOW.name, data))
+    names = w.names()
+    progress = st.tuples(st.just("progress"), st.integers(0, 5))
+    friendly = st.one_of(moves(names), *[progress] * 5)
+    return w, draw(st.lists(friendly, min_size=10, max_size=60))
+
+
+@PROPS
+@given(flow_worlds())
+def test_workflow_runs_keep_every_invariant(world: tuple[World, list[tuple[object, ...]]]) -> None:
+    """Parallel stages, conditions and waits under any inputs: no invariant breaks, no wait or
+    skipped step is ever compensated, compensation goes stage by stage."""
+    w, plan = world
+    for move in plan:
+        play(w, move)
+    assert w.s.version == w.applied
+
+
+@PROPS
+@given(flow_worlds())
+def test_workflow_runs_end_when_everyone_goes_silent(
+    world: tuple[World, list[tuple[object, ...]]],
+) -> None:
+    """Waits time out like commands do: firing timers alone ends every workflow."""
+    w, plan = world
+    for move in plan:
+        play(w, move)
+    for _ in range(300):
+        if w.s.status in FINISHED:
+            break
+        assert w.fire_next(), f"stuck in {w.s.status} with no timer: {w.s.steps}"
     assert w.s.status in FINISHED, w.s

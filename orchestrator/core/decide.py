@@ -5,43 +5,43 @@ seeded by saga, step and attempt), and no exceptions for bad input: an input tha
 sense for the saga is `ignored` (recorded in the history, acted on never) and an input that can
 never be processed is `rejected` (the daemon dead-letters it).
 
-Rules worth knowing:
+Rules worth knowing (the stages themselves are explained in `orchestrator.core.stages`):
 - A reply only acts when it answers the attempt the saga is waiting for; anything else is a
   duplicate or late reply and is ignored. Exception: a forward step that completes late, after
   the saga gave up on it, is compensated too (it did run).
-- Compensation runs one step at a time, highest index first, over every step that completed or
-  may have run (timed out or aborted). When the last one is compensated the saga is `failed`.
+- A branch of a parallel stage has its own retries and timeout. When one fails for good, the
+  branches still at work stop, and compensation runs stage by stage, highest first: the
+  current stage's branches that completed or may have run together, then each earlier stage.
+  When the last one is compensated the saga is `failed`.
 - A compensation that keeps failing, or fails non-retryably, puts the saga in
   `needs_intervention`; a person resumes it or records a manual compensation.
+- A signal acts only on a wait step of the current stage that waits for it (or rejects with
+  it); any other signal is refused with its reason, and recorded like any ignored input.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import replace
 
-from orchestrator.core.definition import SagaDefinition
+from orchestrator.core.conditions import why_false
+from orchestrator.core.definition import SIGNAL_NAME, SagaDefinition
 from orchestrator.core.model import (
     FORWARD,
-    Command,
     Event,
     Operator,
     Reply,
     SagaState,
+    Signal,
     Start,
     Status,
     StepState,
     StepStatus,
-    Timer,
     TimerDue,
     Transition,
     command_id,
-    timer_member,
 )
-
-_IN_COMPENSATION = (StepStatus.COMPENSATING, StepStatus.COMPENSATION_WAIT)
-_NEEDS_COMPENSATION = (StepStatus.COMPLETED,)
-_MAY_HAVE_RUN = (StepStatus.TIMED_OUT, StepStatus.FAILED, StepStatus.RUNNING, StepStatus.RETRY_WAIT)
+from orchestrator.core.stages import IN_COMPENSATION, MAY_HAVE_RUN, Machine
 
 
 def decide(
@@ -55,7 +55,7 @@ def decide(
     if isinstance(event, Start):
         return _start(state, event, now_ms, definitions)
     if state is None:
-        return Transition("rejected", None, f"{_describe(event)} for an unknown saga")
+        return Transition("rejected", None, f"{describe_event(event)} for an unknown saga")
     d = definition or definitions.get(state.saga_type)
     if d is None or (d.version != state.definition_version and definition is None):
         return Transition(
@@ -63,22 +63,37 @@ def decide(
             None,
             f"saga type {state.saga_type} v{state.definition_version} is not registered",
         )
+    if len(state.steps) != len(d.steps) or not 0 <= state.current_step < len(d.steps):
+        # a state that does not fit its definition (never written by decide): refuse it whole
+        return Transition(
+            "rejected",
+            None,
+            f"{describe_event(event)}: the saga's state ({len(state.steps)} steps, current step "
+            f"{state.current_step}) does not fit saga {d.name} v{d.version} ({len(d.steps)} steps)",
+        )
+    if isinstance(event, Signal):
+        refusal = _refusal(state, d, event)
+        if refusal:
+            return Transition("ignored", state, f"{describe_event(event)}: refused ({refusal})")
+        m = Machine(d, state, now_ms)
+        _signal(m, event)
+        return m.transition(describe_event(event))
     step_name = event.step
     if step_name is not None and d.index(step_name) is None:
         return Transition(
-            "rejected", None, f"{_describe(event)}: saga {d.name} has no step {step_name!r}"
+            "rejected", None, f"{describe_event(event)}: saga {d.name} has no step {step_name!r}"
         )
     if isinstance(event, Reply) and (stray := _stray(state, d, event)):
-        return Transition("ignored", state, f"{_describe(event)}: ignored (stray reply: {stray})",
-                          stray=True)  # fmt: skip
-    m = _Machine(d, state, now_ms)
+        note = f"{describe_event(event)}: ignored (stray reply: {stray})"
+        return Transition("ignored", state, note, stray=True)
+    m = Machine(d, state, now_ms)
     if isinstance(event, Reply):
-        m.reply(event)
+        _reply(m, event)
     elif isinstance(event, TimerDue):
-        m.timer(event)
+        _timer(m, event)
     else:
-        m.operator(event)
-    return m.transition(_describe(event))
+        _operator(m, event)
+    return m.transition(describe_event(event))
 
 
 def _start(
@@ -103,9 +118,8 @@ def _start(
         correlation_id=event.correlation_id or event.saga_id,
         traceparent=event.traceparent,
     )
-    m = _Machine(d, fresh, now_ms)
-    m.run_step(0, m.steps[0].attempts + 1)
-    m.status = Status.STARTED
+    m = Machine(d, fresh, now_ms)
+    m.begin_stage(0)
     return m.transition("start")
 
 
@@ -116,6 +130,8 @@ def _stray(state: SagaState, d: SagaDefinition, r: Reply) -> str:
     i = d.index(r.step)
     assert i is not None
     s = state.steps[i]
+    if d.steps[i].is_wait:
+        return f"step {r.step} waits for a signal and sends no command"
     expected = command_id(state.saga_id, r.step, r.compensation, r.attempt)
     if r.command_id != expected:
         return f"command id {r.command_id[:80]!r} is not {expected!r}"
@@ -126,7 +142,16 @@ def _stray(state: SagaState, d: SagaDefinition, r: Reply) -> str:
     return ""
 
 
-def _describe(event: Event) -> str:
+def _shown(text: object) -> str:
+    """Outside text (a signal's name or sender) as it goes into a note: one short line."""
+    if isinstance(text, str) and text.isprintable() and len(text) <= 64 and text.strip():
+        return text
+    shown = repr(text)
+    return shown if len(shown) <= 80 else f"{shown[:77]}..."
+
+
+def describe_event(event: Event) -> str:
+    """An input in a few words, as history notes name it (`completed hotel#2`)."""
     if isinstance(event, Reply):
         side = " compensation" if event.compensation else ""
         return f"{event.kind}{side} {event.step}#{event.attempt}"
@@ -137,331 +162,259 @@ def _describe(event: Event) -> str:
         who = f" by {event.operator}" if event.operator else ""
         why = f": {event.reason}" if event.reason else ""
         return f"operator {event.action}{' ' + event.step if event.step else ''}{who}{why}"
+    if isinstance(event, Signal):
+        who = f" from {_shown(event.sender)}" if event.sender else ""
+        return f"signal {_shown(event.name)}{who}"
     return "start"
 
 
-class _Machine:
-    """Mutable working copy of one saga during one decision."""
+# ---- replies and timers -------------------------------------------------------------------------
 
-    def __init__(self, d: SagaDefinition, state: SagaState, now_ms: int) -> None:
-        self.d = d
-        self.before = state
-        self.now = now_ms
-        self.status = state.status
-        self.current = state.current_step
-        self.steps = list(state.steps)
-        self.last_error = state.last_error
-        self.commands: list[Command] = []
-        self.timers: list[Timer] = []
-        self.cancel: list[str] = []
-        self.acted = False
-        self.notes: list[str] = []
 
-    # ---- outcome ----
-    def transition(self, cause: str) -> Transition:
-        if not self.acted:
-            return Transition(
-                "ignored", self.before, f"{cause}: ignored ({'; '.join(self.notes) or 'stale'})"
-            )
-        b = self.before
-        changed = self.status != b.status
-        state = replace(
-            b,
-            status=self.status,
-            current_step=self.current,
-            steps=tuple(self.steps),
-            last_error=self.last_error,
-            version=b.version + 1,
-            updated_ms=self.now,
-            entered_ms=self.now if changed or b.version == 0 else b.entered_ms,
-        )
-        arrow = f"{b.status} -> {self.status}" if b.version else f"-> {self.status}"
-        detail = f" ({'; '.join(self.notes)})" if self.notes else ""
-        # A timer set in this decision supersedes a cancellation of the same member: a failure
-        # cancels the step's retry timer for attempt n+1 and then sets exactly that timer. The
-        # store applies timers first and cancellations after (step.lua: ZADD, then ZREM), so
-        # without this filter the retry timer was removed as soon as it was written and the saga
-        # waited in retry_wait / compensation_wait forever (invariant 1, nothing lost).
-        setting = {t.member for t in self.timers}
-        cancel = tuple(c for c in self.cancel if c not in setting)
-        return Transition(
-            "applied",
-            state,
-            f"{cause}: {arrow}{detail}",
-            tuple(self.commands),
-            tuple(self.timers),
-            cancel,
-        )
-
-    def ignore(self, why: str) -> None:
-        self.notes.append(why)
-
-    def set_step(self, i: int, **changes: object) -> StepState:
-        self.steps[i] = replace(self.steps[i], **changes)  # type: ignore[arg-type]
-        self.acted = True
-        return self.steps[i]
-
-    def _member(self, kind: str, i: int, attempt: int, comp: bool) -> str:
-        return timer_member(self.before.saga_id, kind, self.d.steps[i].name, attempt, comp)
-
-    def _cancel_step_timers(self, i: int) -> None:
-        s = self.steps[i]
-        self.cancel += [
-            self._member("timeout", i, s.attempts, False),
-            self._member("retry", i, s.attempts + 1, False),
-        ]
-
-    def _cancel_compensation_timers(self, i: int) -> None:
-        s = self.steps[i]
-        self.cancel += [
-            self._member("timeout", i, s.compensation_attempts, True),
-            self._member("retry", i, s.compensation_attempts + 1, True),
-        ]
-
-    # ---- forward ----
-    def run_step(self, i: int, attempt: int) -> None:
-        sd = self.d.steps[i]
-        self.current = i
-        self.set_step(i, status=StepStatus.RUNNING, attempts=attempt)
-        self.commands.append(
-            Command(
-                command_id(self.before.saga_id, sd.name, False, attempt),
-                sd.participant,
-                sd.action,
-                sd.name,
-                attempt,
-                False,
-            )
-        )
-        self.timers.append(
-            Timer(self._member("timeout", i, attempt, False), self.now + int(sd.timeout_s * 1000))
-        )
-        if self.status not in FORWARD or (self.status == Status.STARTED and i > 0):
-            self.status = Status.PENDING
-
-    def step_succeeded(self, i: int, result: dict[str, str]) -> None:
-        self._cancel_step_timers(i)
-        self.set_step(i, status=StepStatus.COMPLETED, result=result, error="")
-        if i + 1 < len(self.d.steps):
-            self.status = Status.PENDING
-            self.run_step(i + 1, self.steps[i + 1].attempts + 1)
-        else:
-            self.status = Status.COMPLETED
-            self.notes.append("all steps completed")
-
-    def step_failed(self, i: int, reason: str, retryable: bool, timed_out: bool) -> None:
-        sd, s = self.d.steps[i], self.steps[i]
-        self._cancel_step_timers(i)
-        self.last_error = f"{sd.name}: {reason}"
-        may_have_run = s.may_have_run or timed_out
-        if retryable and s.attempts - s.attempt_floor < sd.retry.max_attempts:
-            delay = sd.retry.backoff_s(s.attempts, f"{self.before.saga_id}:{sd.name}:{s.attempts}")
-            self.set_step(i, status=StepStatus.RETRY_WAIT, error=reason, may_have_run=may_have_run)
-            self.timers.append(
-                Timer(self._member("retry", i, s.attempts + 1, False), self.now + int(delay * 1000))
-            )
-            self.notes.append(f"retry in {delay:.2f}s")
-            return
-        status = StepStatus.TIMED_OUT if timed_out else StepStatus.FAILED
-        self.set_step(i, status=status, error=reason, may_have_run=may_have_run)
-        self.compensate_next()
-
-    # ---- backward ----
-    def compensate_next(self) -> None:
-        """Start the next compensation (highest index first) or finish as failed."""
-        self.status = Status.COMPENSATING
-        if any(s.status in _IN_COMPENSATION for s in self.steps):
-            return
-        for i in range(len(self.steps) - 1, -1, -1):
-            s = self.steps[i]
-            if s.status in _NEEDS_COMPENSATION or (s.status in _MAY_HAVE_RUN and s.may_have_run):
-                self.run_compensation(i, s.compensation_attempts + 1)
-                return
-        self.status = Status.FAILED
-        self.notes.append("compensation finished")
-
-    def run_compensation(self, i: int, attempt: int) -> None:
-        sd, s = self.d.steps[i], self.steps[i]
-        self.status = Status.COMPENSATING
-        self.set_step(i, status=StepStatus.COMPENSATING, compensation_attempts=attempt)
-        cid = command_id(self.before.saga_id, sd.name, True, attempt)
-        self.commands.append(
-            Command(cid, sd.participant, sd.compensation, sd.name, attempt, True, s.result)
-        )
-        due = self.now + int(sd.compensation_timeout_s * 1000)
-        self.timers.append(Timer(self._member("timeout", i, attempt, True), due))
-
-    def compensation_failed(self, i: int, reason: str, retryable: bool) -> None:
-        sd, s = self.d.steps[i], self.steps[i]
-        self._cancel_compensation_timers(i)
-        self.last_error = f"{sd.name} compensation: {reason}"
-        policy = sd.compensation_retry
-        if retryable and s.compensation_attempts - s.compensation_floor < policy.max_attempts:
-            delay = policy.backoff_s(
-                s.compensation_attempts,
-                f"{self.before.saga_id}:{sd.name}:c{s.compensation_attempts}",
-            )
-            self.set_step(i, status=StepStatus.COMPENSATION_WAIT, error=reason)
-            due = self.now + int(delay * 1000)
-            self.timers.append(
-                Timer(self._member("retry", i, s.compensation_attempts + 1, True), due)
-            )
-            self.notes.append(f"compensation retry in {delay:.2f}s")
-            return
-        self.set_step(i, status=StepStatus.COMPENSATION_FAILED, error=reason)
-        self.status = Status.NEEDS_INTERVENTION
-        self.notes.append("a person must act")
-
-    # ---- inputs ----
-    def reply(self, r: Reply) -> None:
-        i = self.d.index(r.step)
-        assert i is not None
-        s = self.steps[i]
-        if r.compensation:
-            self._compensation_reply(i, s, r)
-            return
-        if r.kind == "compensated":
-            self.ignore("compensated reply for a forward command")
-        elif r.kind == "completed":
-            if (
-                self.status in FORWARD
-                and i == self.current
-                and s.status in (StepStatus.RUNNING, StepStatus.RETRY_WAIT)
-            ):
-                self.step_succeeded(i, r.result)
-            elif s.status in _MAY_HAVE_RUN and self.status not in FORWARD:
-                # It ran after all: record the result and make sure it is compensated.
-                self.set_step(i, status=StepStatus.COMPLETED, result=r.result)
-                self.notes.append(f"late completion of {r.step}, will be compensated")
-                if self.status == Status.FAILED or self.status == Status.COMPENSATING:
-                    self.compensate_next()
-            elif (
-                s.status
-                in (StepStatus.COMPENSATING, StepStatus.COMPENSATION_WAIT, StepStatus.COMPENSATED)
-                and s.result is None
-            ):
-                self.set_step(i, result=r.result)
-                self.notes.append(f"late completion of {r.step}, compensation already issued")
-            else:
-                self.ignore(f"step is {s.status}")
-        elif (
-            self.status in FORWARD
-            and i == self.current
-            and s.status == StepStatus.RUNNING
-            and r.attempt == s.attempts
+def _reply(m: Machine, r: Reply) -> None:
+    i = m.d.index(r.step)
+    assert i is not None
+    s = m.steps[i]
+    if r.compensation:
+        _compensation_reply(m, i, s, r)
+        return
+    if r.kind == "compensated":
+        m.ignore("compensated reply for a forward command")
+    elif r.kind == "completed":
+        if (
+            m.status in FORWARD
+            and m.in_stage(i)
+            and s.status in (StepStatus.RUNNING, StepStatus.RETRY_WAIT)
         ):
-            self.step_failed(i, r.reason or "failed", r.retryable, timed_out=False)
-        else:
-            self.ignore(f"step is {s.status}, attempt {s.attempts}")
-
-    def _compensation_reply(self, i: int, s: StepState, r: Reply) -> None:
-        if r.kind == "compensated":
-            if s.status in (*_IN_COMPENSATION, StepStatus.COMPENSATION_FAILED):
-                self._cancel_compensation_timers(i)
-                self.set_step(i, status=StepStatus.COMPENSATED, error="")
-                self.compensate_next()
-            else:
-                self.ignore(f"step is {s.status}")
+            m.step_succeeded(i, r.result)
+        elif s.status in MAY_HAVE_RUN and m.status not in FORWARD:
+            # It ran after all: record the result and make sure it is compensated.
+            m.set_step(i, status=StepStatus.COMPLETED, result=r.result)
+            m.notes.append(f"late completion of {r.step}, will be compensated")
+            if m.status == Status.FAILED or m.status == Status.COMPENSATING:
+                m.compensate_next()
         elif (
-            r.kind == "failed"
+            s.status
+            in (StepStatus.COMPENSATING, StepStatus.COMPENSATION_WAIT, StepStatus.COMPENSATED)
+            and s.result is None
+        ):
+            m.set_step(i, result=r.result)
+            m.notes.append(f"late completion of {r.step}, compensation already issued")
+        else:
+            m.ignore(f"step is {s.status}")
+    elif (
+        m.status in FORWARD
+        and m.in_stage(i)
+        and s.status == StepStatus.RUNNING
+        and r.attempt == s.attempts
+    ):
+        m.step_failed(i, r.reason or "failed", r.retryable, timed_out=False)
+    else:
+        m.ignore(f"step is {s.status}, attempt {s.attempts}")
+
+
+def _compensation_reply(m: Machine, i: int, s: StepState, r: Reply) -> None:
+    if r.kind == "compensated":
+        if s.status in (*IN_COMPENSATION, StepStatus.COMPENSATION_FAILED):
+            m.cancel_compensation_timers(i)
+            m.set_step(i, status=StepStatus.COMPENSATED, error="")
+            m.compensate_next()
+        else:
+            m.ignore(f"step is {s.status}")
+    elif (
+        r.kind == "failed"
+        and s.status == StepStatus.COMPENSATING
+        and r.attempt == s.compensation_attempts
+    ):
+        m.compensation_failed(i, r.reason or "compensation failed", r.retryable)
+    else:
+        m.ignore(f"step is {s.status}, compensation attempt {s.compensation_attempts}")
+
+
+def _timer(m: Machine, t: TimerDue) -> None:
+    i = m.d.index(t.step)
+    assert i is not None
+    s, sd = m.steps[i], m.d.steps[i]
+    if t.compensation:
+        if (
+            t.kind == "timeout"
             and s.status == StepStatus.COMPENSATING
-            and r.attempt == s.compensation_attempts
+            and t.attempt == s.compensation_attempts
         ):
-            self.compensation_failed(i, r.reason or "compensation failed", r.retryable)
-        else:
-            self.ignore(f"step is {s.status}, compensation attempt {s.compensation_attempts}")
-
-    def timer(self, t: TimerDue) -> None:
-        i = self.d.index(t.step)
-        assert i is not None
-        s = self.steps[i]
-        if t.compensation:
-            if (
-                t.kind == "timeout"
-                and s.status == StepStatus.COMPENSATING
-                and t.attempt == s.compensation_attempts
-            ):
-                self.compensation_failed(i, "compensation timed out", retryable=True)
-            elif (
-                t.kind == "retry"
-                and s.status == StepStatus.COMPENSATION_WAIT
-                and t.attempt == s.compensation_attempts + 1
-            ):
-                self.run_compensation(i, t.attempt)
-            else:
-                self.ignore(f"step is {s.status}")
-            return
-        if self.status not in FORWARD or i != self.current:
-            self.ignore(f"saga is {self.status}")
-        elif t.kind == "timeout" and s.status == StepStatus.RUNNING and t.attempt == s.attempts:
-            self.step_failed(
-                i, f"timed out after {self.d.steps[i].timeout_s:g}s", retryable=True, timed_out=True
-            )
-            if self.steps[i].status == StepStatus.RETRY_WAIT:
-                self.set_step(i, may_have_run=True)
+            m.compensation_failed(i, "compensation timed out", retryable=True)
         elif (
-            t.kind == "retry" and s.status == StepStatus.RETRY_WAIT and t.attempt == s.attempts + 1
+            t.kind == "retry"
+            and s.status == StepStatus.COMPENSATION_WAIT
+            and t.attempt == s.compensation_attempts + 1
         ):
-            self.run_step(i, t.attempt)
+            m.run_compensation(i, t.attempt)
         else:
-            self.ignore(f"step is {s.status}, attempt {s.attempts}")
+            m.ignore(f"step is {s.status}")
+        return
+    if m.status not in FORWARD or not m.in_stage(i):
+        m.ignore(f"saga is {m.status}" if m.status not in FORWARD else f"step is {s.status}")
+    elif t.kind == "timeout" and s.status == StepStatus.WAITING and t.attempt == s.attempts:
+        # a wait has no retries: no signal in time fails it, and the saga compensates
+        m.cancel_step_timers(i)
+        m.last_error = f"{sd.name}: no signal {sd.signal!r} within {sd.timeout_s:g}s"
+        m.set_step(i, status=StepStatus.TIMED_OUT, error=f"no signal within {sd.timeout_s:g}s")
+        m.stop_stage(f"{sd.name} timed out")
+        m.compensate_next()
+    elif t.kind == "timeout" and s.status == StepStatus.RUNNING and t.attempt == s.attempts:
+        m.step_failed(i, f"timed out after {sd.timeout_s:g}s", retryable=True, timed_out=True)
+        if m.steps[i].status == StepStatus.RETRY_WAIT:
+            m.set_step(i, may_have_run=True)
+    elif t.kind == "retry" and s.status == StepStatus.RETRY_WAIT and t.attempt == s.attempts + 1:
+        m.run_step(i, t.attempt)
+    else:
+        m.ignore(f"step is {s.status}, attempt {s.attempts}")
 
-    def operator(self, o: Operator) -> None:
-        self.notes.append(o.reason) if o.reason else None
-        if o.action == "abort":
-            if self.status not in FORWARD:
-                self.ignore(f"saga is {self.status}")
+
+# ---- operators ----------------------------------------------------------------------------------
+
+
+def _operator(m: Machine, o: Operator) -> None:
+    m.notes.append(o.reason) if o.reason else None
+    if o.action == "abort":
+        if m.status not in FORWARD:
+            m.ignore(f"saga is {m.status}")
+            return
+        m.last_error = f"aborted by {o.operator or 'operator'}"
+        # Every branch still at work stops; one whose command is in flight may still run, so
+        # it is compensated too, with the branches that completed.
+        m.stop_stage("aborted")
+        m.compensate_next()
+    elif o.action == "retry" and m.status in FORWARD:
+        _retry_branches(m, o.step)
+    elif o.action in ("retry", "resume") and m.status in (
+        Status.COMPENSATING,
+        Status.NEEDS_INTERVENTION,
+    ):
+        stuck = [
+            i
+            for i, s in enumerate(m.steps)
+            if s.status in (*IN_COMPENSATION, StepStatus.COMPENSATION_FAILED)
+        ]
+        for i in stuck:  # every compensation of the stage in play goes again, together
+            s = m.steps[i]
+            m.cancel_compensation_timers(i)
+            m.set_step(i, compensation_floor=s.compensation_attempts)
+            m.run_compensation(i, s.compensation_attempts + 1)
+        if not stuck:
+            m.compensate_next()
+            m.acted = True
+    elif o.action == "skip_compensation" and m.status in (
+        Status.COMPENSATING,
+        Status.NEEDS_INTERVENTION,
+    ):
+        for i, s in enumerate(m.steps):
+            named = o.step is None or m.d.steps[i].name == o.step
+            if named and s.status in (*IN_COMPENSATION, StepStatus.COMPENSATION_FAILED):
+                m.cancel_compensation_timers(i)
+                m.set_step(
+                    i,
+                    status=StepStatus.COMPENSATION_SKIPPED,
+                    error=f"compensated by hand: {o.reason}",
+                )
+                m.compensate_next()
                 return
-            i, s = self.current, self.steps[self.current]
-            self._cancel_step_timers(i)
-            self.last_error = f"aborted by {o.operator or 'operator'}"
-            # The step in flight may still run: compensate it too.
-            self.set_step(
-                i,
-                status=StepStatus.FAILED,
-                error="aborted",
-                may_have_run=s.status == StepStatus.RUNNING or s.may_have_run,
-            )
-            self.compensate_next()
-        elif o.action == "retry" and self.status in FORWARD:
-            i, s = self.current, self.steps[self.current]
-            if s.status not in (StepStatus.RUNNING, StepStatus.RETRY_WAIT):
-                self.ignore(f"step is {s.status}")
-                return
-            self._cancel_step_timers(i)
-            self.set_step(
-                i,
-                attempt_floor=s.attempts,
-                may_have_run=s.may_have_run or s.status == StepStatus.RUNNING,
-            )
-            self.run_step(i, s.attempts + 1)
-        elif o.action in ("retry", "resume") and self.status in (
-            Status.COMPENSATING,
-            Status.NEEDS_INTERVENTION,
-        ):
-            for i, s in enumerate(self.steps):
-                if s.status in (*_IN_COMPENSATION, StepStatus.COMPENSATION_FAILED):
-                    self._cancel_compensation_timers(i)
-                    self.set_step(i, compensation_floor=s.compensation_attempts)
-                    self.run_compensation(i, s.compensation_attempts + 1)
-                    return
-            self.compensate_next()
-            self.acted = True
-        elif o.action == "skip_compensation" and self.status in (
-            Status.COMPENSATING,
-            Status.NEEDS_INTERVENTION,
-        ):
-            for i, s in enumerate(self.steps):
-                named = o.step is None or self.d.steps[i].name == o.step
-                if named and s.status in (*_IN_COMPENSATION, StepStatus.COMPENSATION_FAILED):
-                    self._cancel_compensation_timers(i)
-                    self.set_step(
-                        i,
-                        status=StepStatus.COMPENSATION_SKIPPED,
-                        error=f"compensated by hand: {o.reason}",
-                    )
-                    self.compensate_next()
-                    return
-            self.ignore(f"no compensation of {o.step or 'any step'} is pending")
-        else:
-            self.ignore(f"{o.action} does not apply to a saga that is {self.status}")
+        m.ignore(f"no compensation of {o.step or 'any step'} is pending")
+    else:
+        m.ignore(f"{o.action} does not apply to a saga that is {m.status}")
+
+
+def _retry_branches(m: Machine, step: str | None) -> None:
+    """A new attempt now, with a fresh retry budget, for the named branch of the current stage
+    (or for each branch of it that is running or waiting for a retry)."""
+    stage = m.stage()
+    named = m.d.index(step) if step is not None else None
+    chosen = [named] if named is not None and named in stage else list(stage)
+    retried = False
+    for i in chosen:
+        s = m.steps[i]
+        if s.status not in (StepStatus.RUNNING, StepStatus.RETRY_WAIT):
+            continue
+        m.cancel_step_timers(i)
+        m.set_step(
+            i,
+            attempt_floor=s.attempts,
+            may_have_run=s.may_have_run or s.status == StepStatus.RUNNING,
+        )
+        m.run_step(i, s.attempts + 1)
+        retried = True
+    if not retried:
+        m.ignore(", ".join(f"step is {m.steps[i].status}" for i in chosen))
+
+
+# ---- signals ------------------------------------------------------------------------------------
+
+
+def _waiting_for(state: SagaState, d: SagaDefinition, name: str) -> int | None:
+    """The wait step of the current stage that is waiting and takes this signal."""
+    for i in d.stages[d.stage_of(state.current_step)]:
+        sd = d.steps[i]
+        takes = name == sd.signal or name in sd.reject_signals
+        if sd.is_wait and takes and state.steps[i].status == StepStatus.WAITING:
+            return i
+    return None
+
+
+def _refusal(state: SagaState, d: SagaDefinition, sig: Signal) -> str:
+    """Why a signal cannot be applied to this saga now ('' when it can)."""
+    if not isinstance(sig.name, str) or not SIGNAL_NAME.match(sig.name):
+        return "not a signal name (1 to 64 letters, digits, '_', '.' or '-')"
+    if not isinstance(sig.data, Mapping):
+        return f"its data must be an object, not {type(sig.data).__name__}"
+    if state.status not in FORWARD:
+        return f"saga is {state.status}"
+    if _waiting_for(state, d, sig.name) is not None:
+        return ""
+    takers = [
+        i
+        for i, sd in enumerate(d.steps)
+        if sd.is_wait and (sig.name == sd.signal or sig.name in sd.reject_signals)
+    ]
+    waiting = [i for i, s in enumerate(state.steps) if s.status == StepStatus.WAITING]
+    for i in takers:
+        status = state.steps[i].status
+        name = d.steps[i].name
+        when = d.steps[i].when
+        if status == StepStatus.COMPLETED:
+            return f"step {name} already received {d.steps[i].signal!r}"
+        if status == StepStatus.SKIPPED and when is not None:
+            return f"step {name} was skipped: {why_false(when)}"
+        if status == StepStatus.PENDING and not waiting:
+            return f"step {name} is pending, not waiting yet"
+    if waiting:
+        sd = d.steps[waiting[0]]
+        takes = " or ".join(repr(x) for x in (sd.signal, *sd.reject_signals))
+        return f"step {sd.name} waits for {takes}, not {sig.name!r}"
+    return f"no step waits for signal {sig.name!r}"
+
+
+def _signal(m: Machine, sig: Signal) -> None:
+    i = _waiting_for(m.before, m.d, sig.name)
+    assert i is not None  # _refusal said it applies
+    sd = m.d.steps[i]
+    data = {str(k): _text(v) for k, v in sig.data.items()}
+    if sig.name == sd.signal:
+        # the approval's data is the step's result, as text like every step's result
+        m.step_succeeded(i, data)
+        return
+    who = f" from {_shown(sig.sender)}" if sig.sender else ""
+    reason = f"rejected by signal {sig.name!r}{who}"
+    m.last_error = f"{sd.name}: {reason}"
+    m.cancel_step_timers(i)
+    # the data is kept: a rejection often says why
+    m.set_step(i, status=StepStatus.FAILED, error=reason, result=data)
+    m.stop_stage(f"{sd.name} rejected")
+    m.compensate_next()
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, allow_nan=False, default=str)
+    except (TypeError, ValueError, RecursionError):  # mixed keys, NaN, absurd nesting
+        return type(value).__name__

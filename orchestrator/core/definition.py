@@ -4,14 +4,34 @@ A saga type is registered from a Python module named in configuration
 (`SAGA_SAGA_MODULES='["mycompany.sagas"]'`): the module exposes `SAGAS`, a list of
 `SagaDefinition` (see `orchestrator.engine.sagas`). The shipped order saga is such a module:
 `participants.samples.order.saga`.
+
+Beyond a straight line (docs/WORKFLOWS.md):
+- `parallel("book", a, b, c)`: consecutive steps of one `group` form a STAGE whose steps run
+  together; a step with no group is a stage of its own. `steps` stays a flat tuple, so the
+  saga's state keeps one entry per step.
+- `StepDef.when`: a `Condition` on the saga data, evaluated when the step's stage begins;
+  false skips the step (never run, never compensated).
+- `wait_for("approval", "approve")`: a WAIT step that sends nothing and waits for a signal;
+  a reject signal or its timeout fails it and the saga compensates.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from orchestrator.core.conditions import CONDITION_TYPES, Condition
+
+#: signal names (the contract of issue 13): what `saga signal <id> <name>` may name
+SIGNAL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: a group name is shown in status and the history; it follows the wire's name pattern
+GROUP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+#: a wait step waits this long by default: approvals are made by people
+DEFAULT_WAIT_S = 24 * 3600.0
 
 
 def _finite(value: object) -> bool:
@@ -65,6 +85,18 @@ class StepDef:
             max_attempts=5, initial_backoff_s=1.0, max_backoff_s=60.0
         )
     )
+    #: consecutive steps with the same non-empty group run together as one stage
+    group: str = ""
+    #: evaluated when the step's stage begins; false skips the step
+    when: Condition | None = None
+    #: non-empty: a wait step, completed by the signal of this name (see `wait_for`)
+    signal: str = ""
+    #: signals that fail a wait step at once (and the saga compensates)
+    reject_signals: tuple[str, ...] = ()
+
+    @property
+    def is_wait(self) -> bool:
+        return self.signal != ""
 
     def __post_init__(self) -> None:
         timeouts = (self.timeout_s, self.compensation_timeout_s)
@@ -77,6 +109,61 @@ class StepDef:
             self.compensation_retry, RetryPolicy
         ):
             raise ValueError(f"step {self.name}: retry and compensation_retry must be RetryPolicy")
+        self._check_workflow()
+
+    def _check_workflow(self) -> None:
+        """The issue-13 fields; names, participants and commands are the wire's to check
+        (`orchestrator.engine.sagas.check_definition`), as they always were."""
+        at = f"step {_shown(self.name)}"
+        if not isinstance(self.group, str) or (self.group and not GROUP_NAME.match(self.group)):
+            raise ValueError(
+                f"{at}: group {_shown(self.group)} must be empty or a name (a letter, then up "
+                "to 63 letters, digits, '_', '.' or '-')"
+            )
+        if self.when is not None and not isinstance(self.when, CONDITION_TYPES):
+            raise ValueError(
+                f"{at}: when must be a condition (Compare, AllOf, AnyOf or Not), not "
+                f"{type(self.when).__name__}: conditions are data, so decisions replay"
+            )
+        if isinstance(self.reject_signals, str) or not isinstance(
+            self.reject_signals, tuple | list
+        ):
+            raise ValueError(
+                f"{at}: reject_signals must be a tuple of signal names, not "
+                f"{_shown(self.reject_signals)}"
+            )
+        # a tuple keeps the step hashable and immutable, whichever sequence was given
+        object.__setattr__(self, "reject_signals", tuple(self.reject_signals))
+        if not isinstance(self.signal, str):
+            raise ValueError(f"{at}: signal must be a signal name, not {_shown(self.signal)}")
+        if not self.signal:
+            if self.reject_signals:
+                raise ValueError(
+                    f"{at}: reject_signals need a signal (only a wait step takes signals; "
+                    "build it with wait_for)"
+                )
+            return
+        for name in (self.signal, *self.reject_signals):
+            if not isinstance(name, str) or not SIGNAL_NAME.match(name):
+                raise ValueError(
+                    f"{at}: signal name {_shown(name)} must be 1 to 64 letters, digits, '_', "
+                    "'.' or '-'"
+                )
+        if self.signal in self.reject_signals:
+            raise ValueError(f"{at}: signal {self.signal!r} both completes and rejects the step")
+        if len(set(self.reject_signals)) != len(self.reject_signals):
+            raise ValueError(f"{at}: reject_signals {self.reject_signals!r} repeat a name")
+        sends = {
+            "participant": self.participant,
+            "action": self.action,
+            "compensation": self.compensation,
+        }
+        given = [f"{k} {_shown(v)}" for k, v in sends.items() if v != ""]
+        if given:
+            raise ValueError(
+                f"{at} waits for signal {self.signal!r}, so it sends nothing: participant, "
+                f"action and compensation must be empty (got {', '.join(given)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -95,12 +182,112 @@ class SagaDefinition:
             raise ValueError(f"saga {self.name} has no steps")
         if len(set(names)) != len(names):
             raise ValueError(f"saga {self.name} has duplicate step names")
+        self._check_stages()
+
+    def _check_stages(self) -> None:
+        seen: dict[str, int] = {}
+        for i, s in enumerate(self.steps):
+            first = seen.setdefault(s.group, i) if s.group else i
+            if s.group and first != i and self.steps[i - 1].group != s.group:
+                raise ValueError(
+                    f"saga {self.name}: group {s.group!r} is split in two runs (step "
+                    f"{self.steps[first].name!r}, then {s.name!r} after "
+                    f"{self.steps[i - 1].name!r}); a group's steps must be consecutive"
+                )
+        for stage in self.stages:
+            accepts: dict[str, str] = {}
+            rejects: dict[str, str] = {}
+            for i in stage:
+                s = self.steps[i]
+                if s.signal in accepts:
+                    raise ValueError(
+                        f"saga {self.name}: steps {accepts[s.signal]!r} and {s.name!r} run "
+                        f"together and both wait for signal {s.signal!r}; one signal would "
+                        "answer both"
+                    )
+                if s.signal:
+                    accepts[s.signal] = s.name
+                rejects.update({r: s.name for r in s.reject_signals})
+            for name, step in accepts.items():
+                if name in rejects:
+                    raise ValueError(
+                        f"saga {self.name}: signal {name!r} completes step {step!r} and rejects "
+                        f"step {rejects[name]!r}, which run together"
+                    )
+
+    @cached_property
+    def stages(self) -> tuple[range, ...]:
+        """The steps' indexes, stage by stage (a stage: one step, or one group's run)."""
+        out: list[range] = []
+        start = 0
+        for i in range(1, len(self.steps) + 1):
+            if (
+                i == len(self.steps)
+                or not self.steps[i].group
+                or (self.steps[i].group != self.steps[start].group)
+            ):
+                out.append(range(start, i))
+                start = i
+        return tuple(out)
+
+    @cached_property
+    def _stage_at(self) -> tuple[int, ...]:
+        return tuple(k for k, stage in enumerate(self.stages) for _ in stage)
+
+    def stage_of(self, step: int) -> int:
+        """The number of the stage that step index `step` belongs to."""
+        return self._stage_at[step]
 
     def index(self, step: str) -> int | None:
         for i, s in enumerate(self.steps):
             if s.name == step:
                 return i
         return None
+
+
+def parallel(group: str, *steps: StepDef) -> tuple[StepDef, ...]:
+    """The steps as one parallel stage: `steps=(a, *parallel("book", flight, hotel), pay)`."""
+    if not steps or not all(isinstance(s, StepDef) for s in steps):
+        raise ValueError(f"parallel({group!r}): give one or more StepDef")
+    if not isinstance(group, str) or not GROUP_NAME.match(group):
+        raise ValueError(
+            f"parallel({_shown(group)}): a group name is a letter, then up to 63 letters, "
+            "digits, '_', '.' or '-'"
+        )
+    for s in steps:
+        if s.group not in ("", group):
+            raise ValueError(f"parallel({group!r}): step {s.name!r} is in group {s.group!r}")
+    return tuple(replace(s, group=group) for s in steps)
+
+
+def wait_for(
+    name: str,
+    signal: str,
+    reject: tuple[str, ...] = ("reject",),
+    timeout_s: float = DEFAULT_WAIT_S,
+    when: Condition | None = None,
+    group: str = "",
+) -> StepDef:
+    """A wait step: completed by `signal` (its result is the signal's data), failed at once by
+    any of `reject`, failed when `timeout_s` passes with neither. It sends nothing, has no
+    retries and nothing to compensate."""
+    return StepDef(
+        name,
+        "",
+        "",
+        "",
+        timeout_s=timeout_s,
+        retry=RetryPolicy(max_attempts=1),
+        group=group,
+        when=when,
+        signal=signal,
+        reject_signals=reject,
+    )
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 class Registry(Mapping[str, SagaDefinition]):

@@ -34,6 +34,10 @@ class StepStatus(StrEnum):
     COMPENSATION_FAILED = "compensation_failed"
     #: compensated by hand, recorded with the operator's reason.
     COMPENSATION_SKIPPED = "compensation_skipped"
+    #: its condition was false when its stage began: never run, never compensated.
+    SKIPPED = "skipped"
+    #: a wait step waiting for its signal (or a reject signal, or its timeout).
+    WAITING = "waiting"
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,18 @@ class Operator:
     operator: str = ""
 
 
-Event = Start | Reply | TimerDue | Operator
+@dataclass(frozen=True)
+class Signal:
+    """A named outside event for a saga (an approval, say). `signal_id` is its dedupe id: the
+    engine uses it as the input's message id, so a signal sent twice is applied once."""
+
+    name: str
+    signal_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+    sender: str = ""
+
+
+Event = Start | Reply | TimerDue | Operator | Signal
 
 
 # ---- outputs --------------------------------------------------------------------------------

@@ -92,6 +92,11 @@ def check_definition(module: str, definition: SagaDefinition) -> None:
     where += f" version {definition.version}"
     for step in definition.steps:
         at = f"{where}, step {step.name!r}, field"
+        if step.is_wait:
+            # a wait step sends nothing: only its name and its timeout timer reach the wire
+            _check_name(f"{at} name", step.name)
+            _check_wait_timer(definition.name, step, at)
+            continue
         for name in ("name", "participant", "action", "compensation"):
             _check_name(f"{at} {name}", getattr(step, name))
         for compensation in (False, True):
@@ -146,6 +151,18 @@ def _build_messages(saga_type: str, step: StepDef, compensation: bool) -> None:
     for timer in ("timeout", "retry"):
         member = timer_member(sid, timer, step.name, attempt, compensation)
         TimerFired.model_validate({**common, "message_id": f"timer|{member}", "timer_kind": timer})
+
+
+def _check_wait_timer(saga_type: str, step: StepDef, at: str) -> None:
+    """The one message a wait step makes: its timeout timer (attempt 1, no retries)."""
+    member = timer_member(LONGEST_SAGA_ID, "timeout", step.name, 1, False)
+    fired: dict[str, Any] = {"saga_id": LONGEST_SAGA_ID, "saga_type": saga_type, "step": step.name}
+    fired |= {"attempt": 1, "compensation": False, "message_id": f"timer|{member}"}
+    try:
+        TimerFired.model_validate({**fired, "timer_kind": "timeout"})
+    except ValidationError as exc:
+        name, value = _field(exc, step, False)
+        raise ConfigError(f"{at} {name}: {_problem(exc, value)}") from None
 
 
 def _field(exc: ValidationError, step: StepDef, compensation: bool) -> tuple[str, object]:

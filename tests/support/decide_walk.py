@@ -16,7 +16,9 @@ from orchestrator.core.model import (
     Operator,
     Reply,
     SagaState,
+    Signal,
     Start,
+    StepState,
     StepStatus,
     TimerDue,
     Transition,
@@ -214,3 +216,42 @@ def build(name: str) -> Walk:
         w = shipment_failed().run(*second_compensation(P), comp_ok(P, 2))
         return w.run(*second_compensation(R), comp_ok(R, 2))
     raise AssertionError(name)
+
+
+# ---- workflows (issue 13): a walk over any definition ------------------------------------------
+
+
+@dataclass
+class Flow(Walk):
+    """A Walk over any definition: parallel stages, conditions and wait steps."""
+
+    d: SagaDefinition = D
+
+    def __post_init__(self) -> None:
+        self.registry = Registry([self.d])
+
+    def begin(self, data: dict[str, object] | None = None) -> Flow:
+        return self.run(Start(SID, self.d.name, dict(DATA if data is None else data)))
+
+    def step(self, name: str) -> StepStatus:
+        return self.s.steps[self.d.index(name)].status  # type: ignore[index]
+
+    def state_of(self, name: str) -> StepState:
+        return self.s.steps[self.d.index(name)]  # type: ignore[index]
+
+    def statuses(self) -> dict[str, StepStatus]:
+        return {sd.name: s.status for sd, s in zip(self.d.steps, self.s.steps, strict=True)}
+
+
+Move = tuple[str, int, bool]  # (step, attempt, compensation): a command, whatever its type
+
+
+def moves(t: Transition) -> list[Move]:
+    return [(c.step, c.attempt, c.compensation) for c in t.commands]
+
+
+def signal(
+    name: str, n: int = 1, data: dict[str, object] | None = None, sender: str = "ada"
+) -> Signal:
+    """A signal as a person sends it; `n` makes its dedupe id."""
+    return Signal(name, f"signal-{n}", dict(data or {}), sender)
