@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -32,6 +34,11 @@ SagaType = Annotated[str, StringConstraints(pattern=r"^(?:[A-Za-z][A-Za-z0-9_.\-
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 LongText = Annotated[str, StringConstraints(max_length=4096)]
 Results = dict[Annotated[str, StringConstraints(max_length=64)], LongText]
+#: A signal's name, as a wait step names the signals it takes (`orchestrator.core.definition`).
+SIGNAL_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+SignalName = Annotated[str, StringConstraints(pattern=SIGNAL_NAME_PATTERN)]
+#: A signal's data becomes the wait step's result in the saga hash: kept small, like a result.
+MAX_SIGNAL_DATA_BYTES = 16_384
 
 
 def now_utc() -> datetime:
@@ -182,6 +189,34 @@ class OperatorCommand(Envelope):
     operator: ShortText = "unknown"
 
 
+def _small_data(data: dict[str, Any]) -> dict[str, Any]:
+    size = len(orjson.dumps(data, default=str))
+    if size > MAX_SIGNAL_DATA_BYTES:
+        raise ValueError(f"{size} bytes of JSON, over the limit of {MAX_SIGNAL_DATA_BYTES}")
+    return data
+
+
+SignalData = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=64)], Any], AfterValidator(_small_data)
+]
+
+
+class Signal(Envelope):
+    """A named outside event for a saga, such as an approval, sent to the events topic by any
+    producer (`saga signal`, the HTTP API, kcat). A wait step that waits for `name` takes it;
+    its `data` becomes the step's result. `messageId` is its dedupe id: without one, the
+    orchestrator falls back to the record's `saga-message-id` header, then its log position."""
+
+    message_type: Literal["Signal"] = Field(
+        default="Signal",
+        validation_alias=AliasChoices("messageType", "message_type", "command", "type"),
+    )
+    name: SignalName
+    data: SignalData = Field(default_factory=dict)
+    #: who sent it (a login or token name); shown in the saga's history
+    sender: ShortText = ""
+
+
 Message = (
     StartOrder
     | StartSaga
@@ -191,6 +226,7 @@ Message = (
     | StepCompensated
     | TimerFired
     | OperatorCommand
+    | Signal
 )
 
 MESSAGE_TYPES: dict[str, type[Envelope]] = {
@@ -202,4 +238,5 @@ MESSAGE_TYPES: dict[str, type[Envelope]] = {
     "StepCompensated": StepCompensated,
     "TimerFired": TimerFired,
     "OperatorCommand": OperatorCommand,
+    "Signal": Signal,
 }

@@ -23,6 +23,7 @@ from schemas.messages import (
     OperatorCommand,
     OrderItem,
     SagaCommand,
+    Signal,
     StartOrder,
     StartSaga,
     StepCompensated,
@@ -92,6 +93,13 @@ def full_messages() -> list[Envelope]:
             reason="done by hand",
             operator="alice",
         ),
+        Signal(
+            **ENVELOPE,
+            saga_type="trip_booking",
+            name="approve",
+            data={"by": "alice", "limit": 5000, "lines": [1, None, {"k": "ü"}]},
+            sender="alice",
+        ),
     ]
 
 
@@ -110,11 +118,14 @@ def minimal_messages() -> list[Envelope]:
         StepCompensated(**r),
         TimerFired(**e, timer_kind="retry", step="s", attempt=1),
         OperatorCommand(**e, action="abort"),
+        Signal(**e, name="approve"),
     ]
 
 
 ALL = full_messages() + minimal_messages()
-IDS = [f"{type(m).__name__}-{'full' if i < 8 else 'min'}" for i, m in enumerate(ALL)]
+IDS = [
+    f"{type(m).__name__}-{'full' if i < len(full_messages()) else 'min'}" for i, m in enumerate(ALL)
+]
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,7 @@ SS = avro.default_schema_set()
 PINNED_LOCAL_IDS = {
     ("OperatorCommand", 1): 0x441B2491,
     ("SagaCommand", 1): 0x79584341,
+    ("Signal", 1): 0x75DF2E1D,
     ("StartOrder", 1): 0x45E07A54,
     ("StartOrder", 2): 0x43FAEFF9,
     ("StartOrder", 3): 0x694865AB,

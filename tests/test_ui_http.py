@@ -15,16 +15,18 @@ import orjson
 import pytest
 
 from orchestrator.engine.keys import Keys
+from orchestrator.engine.sagas import SagaModules
 from orchestrator.ops.query import now_ms
 from orchestrator.ops.ui import session
 from schemas import codec
 from schemas.config import Settings
-from schemas.messages import OperatorCommand, SagaCommand
+from schemas.messages import OperatorCommand, SagaCommand, Signal
 from tests.support.kafka import produce, read_all, wait_for
 from tests.support.orch import SagaReader, running
 from tests.support.scripted import Answer, ScriptedParticipant
 from tests.test_http import ORDER, api_alone, free_port
 from tests.test_http_auth import OPERATE, OPERATE_TOKEN, READ, READ_TOKEN, TOKENS
+from tests.test_signals_ops import REGISTRY, store, trip_state
 
 STEPS = ("reserve_inventory", "process_payment", "create_shipment", "send_confirmation")
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>"\'&'
@@ -406,3 +408,35 @@ async def test_a_confirmed_action_is_one_operator_command_on_the_events_topic(
         "disk replaced",
         "dashboard",
     )
+
+
+async def test_a_signal_is_offered_while_a_step_waits_and_sent_once_confirmed(
+    settings: Settings,
+) -> None:
+    """A trip waiting for its approval offers the signal form (its signals to choose from);
+    a trip whose approval was skipped does not. Posting it shows the confirmation (data and
+    reason); confirmed, it is one Signal on the events topic with the reason in its data and
+    the visitor as sender. A signal the saga does not wait for is a 409 page."""
+    store(settings, trip_state("trip-w", 5000), trip_state("trip-s", 200))
+    async with api_alone(settings, SagaModules(registry=REGISTRY)) as http:
+        page = await http.get("/ui/sagas/trip-w")
+        skipped = await http.get("/ui/sagas/trip-s")
+        csrf = http.cookies[session.CSRF_COOKIE]
+        form = {"name": "approve", "data": '{"approver": "bob"}', "reason": "ok", "csrf": csrf}
+        confirm = await http.post("/ui/sagas/trip-w/signal", data=form)
+        wrong = await http.post("/ui/sagas/trip-s/signal", data=form)
+        bad = await http.post("/ui/sagas/trip-w/signal", data=form | {"data": "[1]"})
+        sent = await http.post("/ui/sagas/trip-w/signal", data=form | {"confirm": "yes"})
+    assert_html(page, 200, 'id="action-signal"', '<option value="approve">', 'value="reject"')
+    assert_html(skipped, 200)
+    assert 'id="action-signal"' not in skipped.text
+    assert_html(confirm, 200, "Yes, signal approve", "&#34;approver&#34;", 'value="ok"')
+    assert_html(wrong, 409, "skipped: not amount &gt; 1000")
+    assert_html(bad, 400, "must be a JSON object")
+    assert sent.status_code == 303, sent.text
+    assert "sent=signal" in sent.headers["location"]
+    [record] = await read_all(settings, settings.events_topic, 1)
+    msg = codec.decode(record.value)
+    assert isinstance(msg, Signal)
+    assert (msg.saga_id, msg.name, msg.sender) == ("trip-w", "approve", "dashboard")
+    assert msg.data == {"approver": "bob", "reason": "ok"}

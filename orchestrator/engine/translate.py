@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from orchestrator.core.model import Command, Event, Operator, Reply, SagaState, Start, TimerDue
+from orchestrator.core.model import (
+    Command,
+    Event,
+    Operator,
+    Reply,
+    SagaState,
+    Signal,
+    Start,
+    TimerDue,
+)
 from orchestrator.engine.sagas import StartMapper
 from orchestrator.engine.store import OutboxEntry
 from schemas import codec
@@ -25,6 +34,7 @@ from schemas.messages import (
     StepFailed,
     TimerFired,
 )
+from schemas.messages import Signal as SignalMessage
 
 
 class UnknownStart(ValueError):
@@ -49,6 +59,10 @@ def to_event(msg: Envelope, starts: dict[type[Envelope], StartMapper]) -> Event 
         return TimerDue(msg.timer_kind, msg.step, msg.attempt, msg.compensation)
     if isinstance(msg, OperatorCommand):
         return Operator(msg.action, msg.step, msg.reason, msg.operator)
+    if isinstance(msg, SignalMessage):
+        # signal_id is informational: the daemon dedupes every input by `dedupe_id`, which is
+        # this message id when the sender gave one (the header or log position otherwise)
+        return Signal(msg.name, msg.message_id, dict(msg.data), msg.sender)
     if isinstance(msg, SagaCommand):
         return None
     raise UnknownStart(

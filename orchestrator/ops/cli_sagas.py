@@ -1,5 +1,5 @@
 """`saga` commands for operating sagas: status, list, stuck, retry, abort, resume,
-skip-compensation, and `saga dlq list|show|replay`. (Starting sagas is the saga modules' own
+skip-compensation, signal, and `saga dlq list|show|replay`. (Starting sagas is the saga modules' own
 business: the order sample adds `saga start-order` as a CLI plug-in.)
 
 Each command builds settings (flags, else `SAGA_*` environment variables, else `.env`) and calls
@@ -14,7 +14,7 @@ import asyncio
 import typer
 
 from orchestrator.config import OrchestratorSettings
-from orchestrator.ops import InputError, dlq, intervene, kafka, validate
+from orchestrator.ops import InputError, dlq, intervene, kafka, signals, validate
 from orchestrator.ops.command import ops_command, saga_query
 from orchestrator.ops.query import now_ms
 from orchestrator.ops.render import Output
@@ -33,7 +33,8 @@ async def status(
     """State, steps and the timeline (the history stream) of one saga."""
     sid = validate.saga_id(saga_id)
     async with saga_query(settings) as q:
-        out.status(await q.status(sid))
+        t = await signals.target(q, sid)
+        out.status(t.status, t.definition)
 
 
 @ops_command
@@ -167,6 +168,66 @@ async def skip_compensation(
     await _intervene(settings, out, saga_id, "skip_compensation", step, reason, operator, wait)
 
 
+@ops_command
+async def signal(
+    settings: OrchestratorSettings,
+    out: Output,
+    saga_id: str = _ID,
+    name: str = typer.Argument(..., help="The signal's name, e.g. approve or reject."),
+    data: str | None = typer.Option(
+        None, "--data", help='A JSON object, e.g. \'{"approver":"alice"}\': the step\'s result.'
+    ),
+    reason: str = typer.Option("", "--reason", help="Why; kept in the data as `reason`."),
+    operator: str | None = _OPERATOR,
+    force: bool = typer.Option(
+        False, "--force", help="Send it even though the saga does not wait for it now."
+    ),
+    wait: float = _WAIT,
+) -> None:
+    """Send a signal to a saga waiting for one (an approval, say); checked first: the saga
+    must exist and one of its steps must wait for this signal (--force sends it anyway, and
+    the orchestrator records the refusal in the saga's history)."""
+    sid, sig = validate.saga_id(saga_id), signals.name(name)
+    doc = signals.data_text(data, reason)
+    async with saga_query(settings) as q:
+        t = await signals.target(q, sid)
+        why = await signals.refusal(q, t, sig)
+        if why and not force:
+            raise signals.refused(t, sig, why)
+        msg = signals.message(t.status, sig, doc, operator)
+        async with kafka.producer(settings) as p:
+            await kafka.send(p, settings.events_topic, msg, settings.output_format)
+        entry: dict[str, str] = {}
+        if wait > 0:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            while not entry and loop.time() < deadline:
+                await asyncio.sleep(0.1)  # polling Redis for the daemon's write, with a deadline
+                timeline = (await q.status(sid)).timeline
+                entry = next((h for h in timeline if h.get("input") == msg.message_id), {})
+    doc_out = {
+        "sagaId": sid,
+        "signal": sig,
+        "messageId": msg.message_id,
+        "forced": bool(why),
+        "refusedBeforeSending": why,
+        "outcome": entry.get("outcome", ""),
+        "state": entry.get("state", t.status.state),
+        "note": entry.get("note", ""),
+    }
+    if out.as_json:
+        out.json(doc_out)
+        return
+    if why:
+        out.text(f"warning: saga {sid} is not waiting for signal {sig!r} ({why}); sent anyway")
+    line = f"sent signal {sig} to {sid} (message id {msg.message_id})"
+    if wait > 0 and not entry:
+        line += f"; not recorded within {wait:g}s"
+    elif entry:
+        line += f"; {entry.get('outcome', '')}: {entry.get('note', '')}"
+    out.text(line)
+
+
 # ---- dead letters -----------------------------------------------------------------------------
 
 
@@ -256,6 +317,7 @@ def register(app: typer.Typer) -> None:
     app.command("abort")(abort)
     app.command("resume")(resume)
     app.command("skip-compensation")(skip_compensation)
+    app.command("signal")(signal)
     dlq_app.command("list")(dlq_list)
     dlq_app.command("show")(dlq_show)
     dlq_app.command("replay")(dlq_replay)

@@ -3,6 +3,7 @@
     GET  /api/sagas?state=&type=&olderThan=&stuck=&limit=
     GET  /api/sagas/{id}   and   /api/sagas/{id}/status
     POST /api/sagas/{id}/retry|abort|resume|skip-compensation
+    POST /api/sagas/{id}/signals/{name}     body {"data": {...}, "reason": "..."}, both optional
     GET  /metrics  /livez  /readyz
     /ui/...  the web dashboard (orchestrator.ops.ui), with the same tokens and roles
     ...and the routes saga modules add (`HTTP_ROUTES`, a list of `Route`), such as the order
@@ -44,7 +45,7 @@ from orchestrator.config import OrchestratorSettings
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.sagas import SagaModules
 from orchestrator.errors import ConfigError
-from orchestrator.ops import InputError, OpsError, auth, intervene, kafka, validate
+from orchestrator.ops import InputError, OpsError, auth, intervene, kafka, signals, validate
 from orchestrator.ops.query import SagaQuery
 from orchestrator.ops.ui import Dashboard
 from orchestrator.telemetry.metrics import STUCK_COUNT_CAP, Gauges, Metrics
@@ -165,6 +166,7 @@ class HttpApi:
         self.app.router.add_post(
             "/api/sagas/{id}/{action:retry|abort|resume|skip-compensation}", self.post_action
         )
+        self.app.router.add_post("/api/sagas/{id}/signals/{name}", self.post_signal)
         self.app.router.add_get("/metrics", self.metrics)
         self._open = {
             self.app.router.add_get("/livez", self.livez).resource,
@@ -272,6 +274,39 @@ class HttpApi:
         msg = intervene.command(status, action, step=step, reason=reason or "", operator=operator)
         await self.send(self.s.events_topic, msg)
         return json_response(202, {"sagaId": sid, "action": action, "messageId": msg.message_id})
+
+    async def post_signal(self, request: web.Request) -> web.Response:
+        """A signal for a saga waiting for it: 202 when sent, 404 for an unknown saga, 409
+        with the reason when the saga does not wait for it (`"force": true` sends it anyway;
+        the daemon records the refusal). The sender is the token's name, as for actions."""
+        sid = validate.saga_id(request.match_info["id"])
+        sig = signals.name(request.match_info["name"])
+        body = await self.body(request, required=False)
+        unknown = sorted(body.keys() - {"data", "reason", "operator", "force"})
+        if unknown:
+            raise InputError(f"unknown field(s) {', '.join(unknown)[:80]}: data, reason, force")
+        reason, operator, force = body.get("reason", ""), body.get("operator"), body.get("force")
+        if not isinstance(reason, str) or not isinstance(operator, str | None):
+            raise InputError("reason and operator must be strings")
+        if not isinstance(force, bool | None):
+            raise InputError("force must be true or false")
+        doc = signals.data(body.get("data", {}), reason)
+        who = caller(request)
+        sender = who.name if who else operator or "http"
+        t = await signals.target(self._query(), sid)
+        why = await signals.refusal(self._query(), t, sig)
+        if why and not force:
+            raise signals.refused(t, sig, why)
+        msg = signals.message(t.status, sig, doc, sender)
+        await self.send(self.s.events_topic, msg)
+        link = f"/api/sagas/{sid}"
+        response = json_response(
+            202,
+            {"sagaId": sid, "signal": sig, "messageId": msg.message_id, "status": link}
+            | ({"refused": why} if why else {}),
+        )
+        response.headers["Location"] = link
+        return response
 
     async def send(self, topic: str, msg: Envelope) -> None:
         """Produce one message keyed by its saga id and wait for the broker's acknowledgement."""

@@ -8,8 +8,10 @@ from typing import Any
 import orjson
 import typer
 
+from orchestrator.core.definition import SagaDefinition, StepDef
+from orchestrator.core.model import StepStatus
 from orchestrator.ops.dlq import DeadLetter, Replayed
-from orchestrator.ops.query import SagaStatus, SagaSummary
+from orchestrator.ops.query import SagaStatus, SagaSummary, Step
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -17,6 +19,30 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
+
+
+def step_note(sd: StepDef | None, st: Step) -> str:
+    """What the definition says about a step that its status alone does not: its parallel
+    group, the signals a wait step takes, the condition of a conditional one."""
+    if sd is None:
+        return ""
+    parts = [f"parallel {sd.group}"] if sd.group else []
+    if sd.is_wait:
+        takes = " or ".join(repr(x) for x in (sd.signal, *sd.reject_signals))
+        waiting = st.status == StepStatus.WAITING.value
+        parts.append(f"waits for {takes}" if waiting else f"signal {sd.signal!r}")
+    if sd.when is not None:
+        skipped = st.status == StepStatus.SKIPPED.value
+        parts.append(
+            f"skipped: not {sd.when.describe()}" if skipped else f"when {sd.when.describe()}"
+        )
+    return "; ".join(parts)
+
+
+def step_notes(s: SagaStatus, definition: SagaDefinition | None) -> dict[str, str]:
+    """`step_note` of each step, by name (empty without the definition)."""
+    defs = {sd.name: sd for sd in definition.steps} if definition else {}
+    return {st.name: step_note(defs.get(st.name), st) for st in s.steps}
 
 
 def _cell(value: Any, limit: int = 80) -> str:
@@ -34,9 +60,15 @@ class Output:
     def text(self, line: str) -> None:
         typer.echo(line)
 
-    def status(self, s: SagaStatus) -> None:
+    def status(self, s: SagaStatus, definition: SagaDefinition | None = None) -> None:
+        """The saga, its steps (with what the definition says of them, when this process has
+        it: group, signals waited for, conditions) and its timeline."""
+        notes = step_notes(s, definition)
         if self.as_json:
-            return self.json(s.to_json())
+            doc = s.to_json()
+            for step in doc["steps"]:
+                step["note"] = notes.get(step["name"], "")
+            return self.json(doc)
         rows = [
             ("saga", s.saga_id),
             ("type", s.saga_type),
@@ -54,9 +86,16 @@ class Output:
         self.text("")
         self.text(
             table(
-                ("step", "status", "attempts", "comp. attempts", "error"),
+                ("step", "status", "attempts", "comp. attempts", "error", "note"),
                 [
-                    (st.name, st.status, st.attempts, st.compensation_attempts, st.error or "-")
+                    (
+                        st.name,
+                        st.status,
+                        st.attempts,
+                        st.compensation_attempts,
+                        st.error or "-",
+                        notes.get(st.name) or "-",
+                    )
                     for st in s.steps
                 ],
             )

@@ -7,12 +7,13 @@ producer on the events topic; the daemon applies it (or ignores it, if the saga 
 dashboard asks a reason for every action (the CLI only for skip-compensation); it goes into the
 saga history with the token's name as the operator.
 
+A signal (offered while a step waits for one) is checked and built by `orchestrator.ops.signals`,
+as `saga signal` and `POST /api/sagas/{id}/signals/{name}` do; its reason goes into its data
+(the wait step's result) and the token's name is its sender.
+
 A replay is planned with `dlq.plan` and sent with `dlq.send`, as `saga dlq replay` does: the
 first POST is the dry run, showing exactly the topic, key, headers and value that would be sent;
 the second, from that page, sends it.
-
-(`signal`, which the issue names among the actions, is not offered: the engine has no signal
-input to send. It would be one more entry here once the core accepts one.)
 """
 
 from __future__ import annotations
@@ -21,10 +22,20 @@ import logging
 import re
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from orchestrator.ops import InputError, RefusedError, auth, dlq, intervene, kafka, validate
+from orchestrator.ops import (
+    InputError,
+    RefusedError,
+    auth,
+    dlq,
+    intervene,
+    kafka,
+    signals,
+    validate,
+)
 from orchestrator.ops.ui import session
 from orchestrator.ops.ui.context import Context
 from orchestrator.ops.ui.pages import ACTION_HELP
@@ -79,6 +90,41 @@ async def saga_action(ui: Context, request: web.Request, v: session.Visitor) -> 
     log.info("ui: %s sent %s for saga %s (message %s)", v.name, action, sid, msg.message_id)
     raise web.HTTPSeeOther(
         f"/ui/sagas/{url_part(sid)}?sent={action}&messageId={url_part(msg.message_id)}"
+    )
+
+
+async def saga_signal(ui: Context, request: web.Request, v: session.Visitor) -> web.Response:
+    """A signal for a saga with a waiting step: name, optional JSON data, required reason;
+    a confirmation page first, as for the actions."""
+    sid = validate.saga_id(request.match_info["id"])
+    form = await request.post()
+    name = signals.name(_field(form, "name", 64).strip())
+    reason = _field(form, "reason", MAX_REASON).strip()
+    data_text = _field(form, "data", signals.MAX_DATA_TEXT).strip()
+    if not reason:
+        raise InputError("a reason is required: say why, it goes into the signal's data")
+    data = signals.data_text(data_text or None, reason, where="data")
+    query = ui.query()
+    t = await signals.target(query, sid)
+    why = await signals.refusal(query, t, name)
+    if why:
+        raise signals.refused(t, name, why)
+    msg = signals.message(t.status, name, data, v.name)
+    if form.get("confirm") != "yes":
+        return ui.page(
+            request,
+            v,
+            "confirm_signal.html",
+            s=t.status,
+            name=name,
+            data_text=data_text,
+            data=orjson.dumps(data, default=str).decode(),
+            reason=reason,
+        )
+    await ui.api.send(ui.api.s.events_topic, msg)
+    log.info("ui: %s sent signal %s to saga %s (message %s)", v.name, name, sid, msg.message_id)
+    raise web.HTTPSeeOther(
+        f"/ui/sagas/{url_part(sid)}?sent=signal&messageId={url_part(msg.message_id)}"
     )
 
 

@@ -47,6 +47,8 @@ class Dashboard(Context):
             ("GET", "/ui/stuck", pages.stuck, "read"),
             ("GET", "/ui/dlq", pages.dlq_list, "read"),
             ("GET", "/ui/dlq/{pos}", pages.dlq_record, "read"),
+            # before the generic action route, which would take "signal" for an action name
+            ("POST", "/ui/sagas/{id}/signal", actions.saga_signal, "operate"),
             ("POST", "/ui/sagas/{id}/{action}", actions.saga_action, "operate"),
             ("POST", "/ui/dlq/{pos}/replay", actions.dlq_replay, "operate"),
             ("GET", "/ui/login", actions.login_page, None),

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from orchestrator.core.model import StepStatus
-from orchestrator.ops import InputError, OpsError, dlq, intervene, validate
+from orchestrator.ops import InputError, OpsError, dlq, intervene, signals, validate
 from orchestrator.ops.query import SagaStatus
 from orchestrator.ops.ui import reads, session
 from orchestrator.ops.ui.context import Context
@@ -28,6 +28,8 @@ ACTION_HELP = {
     "resume": "Leave needs_intervention once the cause is fixed: the compensation is issued again.",
     "skip_compensation": "Record that a step's compensation was done by hand (the reason goes "
     "into the history) and go on with the others.",
+    "signal": "Send the signal a waiting step waits for (an approval, say); its data becomes the "
+    "step's result, with the reason in it.",
 }
 _COMPENSATION_OPEN = (
     StepStatus.COMPENSATING.value,
@@ -130,9 +132,20 @@ def available_actions(s: SagaStatus) -> list[dict[str, Any]]:
     return out
 
 
+def signal_form(t: signals.Target) -> dict[str, Any] | None:
+    """The signal form, offered only while a step waits: the signals the waiting steps take
+    (free text when this process lacks the saga's definition)."""
+    if not any(st.status == StepStatus.WAITING.value for st in t.status.steps):
+        return None
+    waits = signals.waits_for(t)
+    names = list(dict.fromkeys(n for takes in waits.values() for n in takes))
+    return {"steps": list(waits) or ["?"], "names": names, "help": ACTION_HELP["signal"]}
+
+
 async def saga(ui: Context, request: web.Request, v: session.Visitor) -> web.Response:
     sid = validate.saga_id(request.match_info["id"])
-    status = await ui.query().status(sid)
+    t = await signals.target(ui.query(), sid)
+    status = t.status
     sent = request.query.get("sent", "")
     return ui.page(
         request,
@@ -140,7 +153,8 @@ async def saga(ui: Context, request: web.Request, v: session.Visitor) -> web.Res
         "saga.html",
         s=status,
         actions=available_actions(status),
-        sent=sent if sent in intervene.ACTIONS else "",
+        signal=signal_form(t),
+        sent=sent if sent in (*intervene.ACTIONS, "signal") else "",
         message_id=request.query.get("messageId", "")[:64],
         action_help=ACTION_HELP,
     )
