@@ -1,6 +1,8 @@
 """`scripts/run`: the orchestrator and the four sample workers in the foreground, a few demo
 orders (one completes, one is compensated after a payment decline, one after out-of-stock),
-their final states printed, then running until Ctrl-C.
+their final states printed, then running until Ctrl-C. The trip sample runs beside it (its four
+workers, three demo trips: `participants.samples.trip.demo`) unless SAGA_SAGA_MODULES is set
+without it.
 
     python -m participants.samples.order.demo [--no-demo]
 """
@@ -23,6 +25,7 @@ from infra import kafka as kafka_factory
 from infra import redis as redis_factory
 from orchestrator.engine.keys import Keys
 from participants.samples.order.workers import seed_stock
+from participants.samples.trip import demo as trip_demo
 from schemas.config import Settings
 
 FINAL = ("completed", "failed", "needs_intervention")
@@ -94,10 +97,14 @@ def main() -> None:
     args = ap.parse_args()
     settings = Settings()
     saga = [sys.executable, "-m", "orchestrator.ops.cli"]
+    env = trip_demo.environment(os.environ)
+    trips = trip_demo.enabled(env)
     procs = [
-        subprocess.Popen([*saga, "orchestrator", "run"], env=dict(os.environ)),
-        subprocess.Popen([*saga, "participant", "run", "all"], env=dict(os.environ)),
+        subprocess.Popen([*saga, "orchestrator", "run"], env=env),
+        subprocess.Popen([*saga, "participant", "run", "all"], env=env),
     ]
+    if trips:
+        procs.append(subprocess.Popen([*saga, "participant", "run", "trip"], env=env))
     stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -108,6 +115,8 @@ def main() -> None:
     try:
         if not args.no_demo:
             asyncio.run(submit_and_report(settings))
+            if trips:
+                asyncio.run(trip_demo.submit_and_report(settings, saga))
         print("\norchestrator and participants running; Ctrl-C stops them")
         while not stop["now"] and all(p.poll() is None for p in procs):
             time.sleep(0.5)  # the main thread only waits for Ctrl-C or a child to exit
