@@ -55,8 +55,6 @@ def test_argv_is_the_named_json_then_binary_outbox_triples() -> None:
         saga_id="s1",
         entered_ms=1_700_000_000_123,
         state_changed=False,
-        offset_field="t:0",
-        offset=7,
         final=False,
         retention_s=0,
         tombstone_retention_s=0,

@@ -1,7 +1,7 @@
 """The daemon loop: consume a batch, decode, load, decide, write, publish, commit.
 
 Ordering and safety, in one place:
-- each input's effects (state, history, outbox, timers, dedupe id, offset) are written by one
+- each input's effects (state, history, outbox, timers, dedupe id) are written by one
   atomic `step.lua` call, guarded by the saga's version (no stale writer) and the input's id
   (effectively once);
 - commands are published from the outbox after the write, and removed only once Kafka acked
@@ -114,7 +114,6 @@ class Orchestrator:
             self.redis,
             Keys(s.key_prefix),
             self.registry,
-            s.group,
             s.retention_s,
             s.tombstone_retention_s,
         )
@@ -385,8 +384,6 @@ class Orchestrator:
             transition=t,
             definition=d,
             before_status=state.status.value if state else None,
-            offset_field=f"{r.topic}:{r.partition}",
-            offset=r.offset,
             outbox=outbox,
             event_name=type(msg).__name__,
             fields=to_fields(t.state, d) if t.outcome == "applied" else {},

@@ -27,7 +27,6 @@ class StepKeys:
     timers: str  # sorted set of due timers
     old_index: str  # the state index the saga leaves
     new_index: str  # the state index it enters
-    offsets: str  # highest input offset applied, per topic-partition
     tombstone: str  # keeps a finished saga's id taken after its keys expired
 
     def as_list(self) -> list[str]:
@@ -44,8 +43,6 @@ class StepArgs:
     saga_id: str
     entered_ms: int  # when the saga entered its (new) state: the index score
     state_changed: bool
-    offset_field: str  # "<topic>:<partition>" of the input
-    offset: int
     final: bool  # completed/failed/needs-intervention: the keys get the retention TTL
     retention_s: int  # 0 = keep forever
     tombstone_retention_s: int  # how long the id stays taken; 0 = no tombstone

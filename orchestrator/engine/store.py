@@ -56,8 +56,6 @@ class Write:
     transition: Transition
     definition: SagaDefinition
     before_status: str | None
-    offset_field: str
-    offset: int
     outbox: list[OutboxEntry] = field(default_factory=list)
     event_name: str = ""
     outbox_ids: list[bytes] = field(default_factory=list)
@@ -80,14 +78,12 @@ class RedisStore:
         redis: Redis,
         keys: Keys,
         registry: Registry,
-        group: str,
         retention_s: int,
         tombstone_retention_s: int = 0,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.registry = registry
-        self.group = group
         self.retention_s = retention_s
         self.tombstone_retention_s = tombstone_retention_s
         self._step = redis.register_script(_lua("step.lua"))
@@ -139,7 +135,6 @@ class RedisStore:
             timers=k.timers,
             old_index=k.index(w.before_status or new_status),
             new_index=k.index(new_status),
-            offsets=k.offsets(self.group),
             tombstone=k.tombstone(w.saga_id),
         )
         # Only what changed: a step touches a handful of the ~45 fields.
@@ -171,8 +166,6 @@ class RedisStore:
             saga_id=w.saga_id,
             entered_ms=state.entered_ms,
             state_changed=applied and w.before_status != new_status,
-            offset_field=w.offset_field,
-            offset=w.offset,
             final=state.status in FINAL,
             retention_s=self.retention_s,
             tombstone_retention_s=self.tombstone_retention_s,

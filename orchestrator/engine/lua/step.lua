@@ -8,8 +8,7 @@
 -- Returns {1, outbox ids...} when applied, {0} for an input seen before,
 --         {-1, current version} when another writer got there first.
 
-local KEY_NAMES = {'saga', 'history', 'seen', 'outbox', 'timers', 'old_index', 'new_index', 'offsets',
-                   'tombstone'}
+local KEY_NAMES = {'saga', 'history', 'seen', 'outbox', 'timers', 'old_index', 'new_index', 'tombstone'}
 local K = {}
 for i, name in ipairs(KEY_NAMES) do
   K[name] = KEYS[i]
@@ -47,10 +46,6 @@ end
 if A.applied and A.state_changed then
   redis.call('ZREM', K.old_index, A.saga_id)
   redis.call('ZADD', K.new_index, A.entered_ms, A.saga_id)
-end
-local seen_offset = tonumber(redis.call('HGET', K.offsets, A.offset_field) or '-1')
-if A.offset > seen_offset then
-  redis.call('HSET', K.offsets, A.offset_field, A.offset)
 end
 
 if A.applied then
