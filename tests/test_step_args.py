@@ -59,6 +59,7 @@ def test_argv_is_the_named_json_then_binary_outbox_triples() -> None:
         retention_s=0,
         tombstone_retention_s=0,
         fields=["state", "pending"],
+        drop_fields=["last_error"],
         history=["at", "x"],
         timers=[],
         cancel_timers=[],

@@ -330,7 +330,7 @@ class Orchestrator:
         expired (`gone`: its tombstone is there) is a duplicate start: counted, logged, and
         neither written nor dead-lettered."""
         assert self.store is not None
-        states = {sid: self.store.parse(raw) for sid, raw in raws.items()}
+        states = {sid: self.store.parse(raw, sid) for sid, raw in raws.items()}
         chains: dict[str, list[tuple[Input, Write | Poison]]] = {}
         now = int(time.time() * 1000)
         for inp in todo:

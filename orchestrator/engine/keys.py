@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.core.model import Status
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -40,9 +42,20 @@ class Keys:
     def timers(self) -> str:
         return f"{self.prefix}:_timers"
 
-    def offsets(self, group: str) -> str:
-        return f"{self.prefix}:_offsets:{group}"
-
     @property
     def leader(self) -> str:
         return f"{self.prefix}:_leader"
+
+    def owned(self, saga_id: str) -> dict[str, str]:
+        """Every key of one saga, by kind (what `MEMORY USAGE` is summed over)."""
+        return {
+            "saga": self.saga(saga_id),
+            "history": self.history(saga_id),
+            "seen": self.seen(saga_id),
+            "tombstone": self.tombstone(saga_id),
+        }
+
+    def shared_per_saga(self) -> dict[str, str]:
+        """The shared structures that hold one entry per saga (or per command or timer)."""
+        out = {f"index:{s.value}": self.index(s.value) for s in Status}
+        return out | {"timers": self.timers, "outbox": self.outbox}

@@ -98,11 +98,11 @@ class RedisStore:
         t = saga_type_of(raw)
         return self.registry.version(*t) if t else None
 
-    def parse(self, raw: dict[Any, Any]) -> SagaState | None:
+    def parse(self, raw: dict[Any, Any], saga_id: str) -> SagaState | None:
         if not raw:
             return None
         d = self.definition_for(raw)
-        return from_fields(raw, d) if d else None
+        return from_fields(raw, d, saga_id) if d else None
 
     async def load_raw(
         self, saga_ids: list[str], starting: Collection[str] = ()
@@ -137,12 +137,15 @@ class RedisStore:
             new_index=k.index(new_status),
             tombstone=k.tombstone(w.saga_id),
         )
-        # Only what changed: a step touches a handful of the ~45 fields.
+        # Only what changed: a step touches a handful of fields. A field left out now (back at
+        # its default, a shorter value needs fewer pieces, or the layout of an older version)
+        # is removed.
         changed = (
             [x for k, v in w.fields.items() if w.before_fields.get(k) != v for x in (k, v)]
             if applied
             else []
         )
+        dropped = [k for k in w.before_fields if k not in w.fields] if applied else []
         history = [
             "at",
             iso(state.updated_ms if applied else int(time.time() * 1000)),
@@ -170,6 +173,7 @@ class RedisStore:
             retention_s=self.retention_s,
             tombstone_retention_s=self.tombstone_retention_s,
             fields=changed,
+            drop_fields=dropped,
             history=history,
             timers=[x for timer in t.timers for x in (str(timer.due_ms), timer.member)],
             cancel_timers=list(t.cancel_timers),

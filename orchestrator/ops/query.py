@@ -17,12 +17,16 @@ from redis.asyncio import Redis
 from orchestrator.core.definition import Registry
 from orchestrator.core.model import FINAL, Status
 from orchestrator.engine.keys import Keys
-from orchestrator.engine.statecodec import from_iso
+from orchestrator.engine.statecodec import from_iso, logical_fields
 from orchestrator.ops import NotFoundError
 
 #: states a saga can be stuck in (not final)
 OPEN_STATES = tuple(s.value for s in Status if s not in FINAL)
-_SUMMARY_FIELDS = ("type", "state", "current_step", "updated_at", "state_entered_at", "last_error")
+#: a list shows the first piece of a long `last_error` (statecodec splits values over 64 bytes)
+_SUMMARY_FIELDS = (
+    *("type", "state", "current_step", "updated_at", "state_entered_at", "last_error"),
+    "last_error~2",
+)
 #: index entries read per round trip while paging (at least, at most)
 PAGE_MIN, PAGE_MAX = 100, 1000
 _STEP_FIELDS = ("status", "attempts", "compensation_attempts", "error", "result", "may_have_run")
@@ -100,7 +104,7 @@ class SagaQuery:
             raw, history = await p.execute()
         if not raw:
             raise NotFoundError(f"no saga {saga_id!r} (unknown id, or it expired)")
-        f = {text(k): text(v) for k, v in raw.items()}
+        f = logical_fields({text(k): text(v) for k, v in raw.items()}, None, saga_id)
         timeline = [{text(k): text(v) for k, v in entry.items()} for _, entry in history]
         return SagaStatus(
             saga_id=f.get("saga_id", saga_id),
@@ -243,7 +247,9 @@ class SagaQuery:
         for sid, row in zip(saga_ids, rows, strict=True):
             if row[1] is None:  # expired since the index was read
                 continue
-            saga_type, state, step, updated, entered, error = (text(v or b"") for v in row)
+            saga_type, state, step, updated, entered, error, more = (text(v or b"") for v in row)
+            entered = entered or updated  # left out while equal (statecodec)
+            error += "..." if more else ""
             out.append(
                 SagaSummary(
                     sid,

@@ -23,6 +23,9 @@ if current ~= A.expected_version then
   return {-1, current}
 end
 
+if #A.drop_fields > 0 then
+  redis.call('HDEL', K.saga, unpack(A.drop_fields))
+end
 if #A.fields > 0 then
   redis.call('HSET', K.saga, unpack(A.fields))
 end
