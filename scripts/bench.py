@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from infra import kafka  # noqa: E402
 from infra import redis as redis_factory  # noqa: E402
+from orchestrator.engine import history as saga_history  # noqa: E402
 from orchestrator.engine.keys import Keys  # noqa: E402
 from orchestrator.engine.statecodec import from_iso  # noqa: E402
 from participants.samples.order.saga import ORDER_FULFILLMENT  # noqa: E402
@@ -237,12 +238,12 @@ async def orchestrated(s: Settings, tag: str, n: int, logdir: Path) -> dict[str,
             created.append(from_iso(f[0]) / 1000)
             updated.append(from_iso(f[1]) / 1000)
         for sid in ids[:: max(1, n // 500)]:
-            hist = await redis.xrange(keys.history(sid))
-            ats = [from_iso(h["at"]) for _, h in hist if h["outcome"] == "applied"]
+            hist = await saga_history.read(redis, keys.history(sid))
+            ats = [from_iso(h["at"]) for h in hist if h["outcome"] == "applied"]
             steps += [(b - a) for a, b in itertools.pairwise(ats)]
             total = 0
-            for k in (keys.saga(sid), keys.history(sid), keys.seen(sid)):
-                total += int(await redis.memory_usage(k) or 0)
+            for k in keys.owned(sid).values():
+                total += int(await redis.memory_usage(k, samples=0) or 0)
             mem.append(total)
         elapsed = max(updated) - min(created)
         names = ["orchestrator", "inventory", "payment", "shipping", "notification"]
@@ -329,7 +330,7 @@ async def main() -> None:
     )
     print(f"- step latency p50 {orch['step_p50_ms']:.0f} ms  p99 {orch['step_p99_ms']:.0f} ms")
     print(f"- saga latency p50 {orch['saga_p50_ms']:.0f} ms  p99 {orch['saga_p99_ms']:.0f} ms")
-    print(f"- Redis bytes per completed saga (hash + history + seen): {orch['bytes_per_saga']:.0f}")
+    print(f"- Redis bytes per completed saga (its own keys): {orch['bytes_per_saga']:.0f}")
     ratio = orch["steps_per_s"] / base["steps_per_s"]
     print(f"\n## ratio: orchestrator steps/s / baseline steps/s = {ratio:.2f}")
 

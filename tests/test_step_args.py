@@ -60,7 +60,10 @@ def test_argv_is_the_named_json_then_binary_outbox_triples() -> None:
         tombstone_retention_s=0,
         fields=["state", "pending"],
         drop_fields=["last_error"],
-        history=["at", "x"],
+        history='["at","x"]',
+        history_cap=64,
+        remember="seen",
+        seen_cap=64,
         timers=[],
         cancel_timers=[],
     )

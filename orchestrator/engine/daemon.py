@@ -34,13 +34,13 @@ from infra.errors import is_transient
 from infra.retry import Backoff, Stopped, retry
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.decide import decide
-from orchestrator.core.model import Event, Reply, SagaState, Start
+from orchestrator.core.model import Event, Operator, Reply, SagaState, Start
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.publish import Outgoing, Poison, Publisher
 from orchestrator.engine.relay import Relay
 from orchestrator.engine.sagas import SagaModules
 from orchestrator.engine.statecodec import to_fields
-from orchestrator.engine.store import RedisStore, Write
+from orchestrator.engine.store import SEEN_CAP, RedisStore, Write
 from orchestrator.engine.translate import UnknownStart, command_record, dedupe_id, to_event
 from orchestrator.errors import ConflictError
 from orchestrator.telemetry.logs import saga_extra
@@ -315,6 +315,12 @@ class Orchestrator:
                     continue
                 if res.status == "duplicate":
                     self.metrics.duplicates += 1
+                elif res.status == "refused":  # nothing written; a person must look
+                    reason = (
+                        f"saga {w.saga_id} remembers {SEEN_CAP} operator commands, the most it"
+                        " keeps; this one is not applied"
+                    )
+                    job.poison.append(Poison(inp.record, "too_many_operator_commands", reason))
                 else:  # "conflict", or "error": Redis refused this step (nothing written)
                     job.todo.append(inp)
                     failure = failure or res.error
@@ -386,6 +392,13 @@ class Orchestrator:
             before_status=state.status.value if state else None,
             outbox=outbox,
             event_name=type(msg).__name__,
+            remember=(
+                "start"
+                if isinstance(inp.event, Start) and t.outcome == "applied"
+                else "seen"
+                if isinstance(inp.event, Operator)
+                else ""
+            ),
             fields=to_fields(t.state, d) if t.outcome == "applied" else {},
         )
 

@@ -17,7 +17,8 @@ Why so lean: Redis keeps a hash compact (a listpack, a few bytes per field) only
 most `hash-max-listpack-entries` (512) fields and every field and value is at most
 `hash-max-listpack-value` (64) bytes; past either it becomes a hash table at about 5x the
 memory. So a value longer than 64 bytes (the order data, a long result or error) is split into
-`<field>`, `<field>~2`, `<field>~3`, ... of at most 64 bytes each, read back joined.
+`<field>`, `<field>~2`, `<field>~3`, ... of at most 64 bytes each, read back joined (up to 16
+pieces: a longer value stays whole, and that saga's hash is a hash table).
 
 The layout before this one (one field per step attribute, `step.<name>.status`, `saga_id`,
 `current_step_index`, every field always present, `data` in one piece) is still read: a saga
@@ -38,6 +39,9 @@ from orchestrator.core.model import SagaState, Status, StepState, StepStatus
 
 #: Redis's default `hash-max-listpack-value`: longer values are split (see above)
 CHUNK_BYTES = 64
+#: a value longer than this many pieces stays whole: the hash would not stay compact anyway, and
+#: a large order must not become thousands of fields
+MAX_PIECES = 16
 _CHUNK = re.compile(r"^(.*)~([0-9]+)$")
 _OLD_STEP_FIELDS = ("status", "attempts", "compensation_attempts", "result", "may_have_run")
 
@@ -119,11 +123,12 @@ def to_fields(state: SagaState, definition: SagaDefinition) -> dict[str, str]:
 
 
 def split_long(fields: dict[str, str]) -> dict[str, str]:
-    """Values over `CHUNK_BYTES` as `<field>`, `<field>~2`, ... (cut between characters)."""
+    """Values over `CHUNK_BYTES` (up to `MAX_PIECES` of them) as `<field>`, `<field>~2`, ...
+    (cut between characters)."""
     out: dict[str, str] = {}
     for name, value in fields.items():
         raw = value.encode()
-        if len(raw) <= CHUNK_BYTES:
+        if len(raw) <= CHUNK_BYTES or len(raw) > CHUNK_BYTES * MAX_PIECES:
             out[name] = value
             continue
         part, start = 1, 0

@@ -48,7 +48,10 @@ class StepArgs:
     tombstone_retention_s: int  # how long the id stays taken; 0 = no tombstone
     fields: list[str]  # hash fields that changed, as field, value, ...
     drop_fields: list[str]  # hash fields to remove (back at their default, or an older layout)
-    history: list[str]  # the history entry, as field, value, ...
+    history: str  # the history entry (`history.encode`); '' = none
+    history_cap: int  # entries a saga's history keeps
+    remember: str  # 'start': the id goes in the hash; 'seen': in the seen set; '': not kept
+    seen_cap: int  # ids the seen set holds at most
     timers: list[str]  # timers to set, as score, member, ...
     cancel_timers: list[str]  # timer members to remove
 

@@ -18,9 +18,17 @@ from redis.asyncio import Redis
 from infra.redis import decoding_twin
 from orchestrator.core.definition import Registry, SagaDefinition
 from orchestrator.core.model import FINAL, SagaState, Transition
+from orchestrator.engine import history as saga_history
+from orchestrator.engine.history import HISTORY_CAP
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.statecodec import decode_fields, from_fields, iso, saga_type_of
 from orchestrator.engine.stepargs import StepArgs, StepKeys, script_argv
+
+#: operator commands a saga remembers (their ids, so a copy never applies twice); one more is
+#: refused and dead-lettered rather than forgotten (invariant 10, bounded)
+SEEN_CAP = 64
+#: hash fields that are not the saga's state (`to_fields`) and stay when a step rewrites it
+KEPT = frozenset({"start_input"})
 
 
 def _lua(name: str) -> str:
@@ -58,6 +66,9 @@ class Write:
     before_status: str | None
     outbox: list[OutboxEntry] = field(default_factory=list)
     event_name: str = ""
+    #: how the input's id is remembered: "start" (a new saga), "seen" (an operator command)
+    #: or "" (replies and timers: the state itself ignores a copy; see step.lua)
+    remember: str = ""
     outbox_ids: list[bytes] = field(default_factory=list)
     #: the hash as it stands before this write; only fields that differ are sent
     before_fields: dict[str, str] = field(default_factory=dict)
@@ -67,7 +78,7 @@ class Write:
 
 @dataclass(frozen=True)
 class WriteResult:
-    status: str  # "ok" | "duplicate" | "conflict" | "error" (nothing written)
+    status: str  # "ok" | "duplicate" | "conflict" | "refused" | "error" (nothing written)
     outbox_ids: list[bytes]
     error: Exception | None = None
 
@@ -145,21 +156,11 @@ class RedisStore:
             if applied
             else []
         )
-        dropped = [k for k in w.before_fields if k not in w.fields] if applied else []
-        history = [
-            "at",
-            iso(state.updated_ms if applied else int(time.time() * 1000)),
-            "event",
-            w.event_name,
-            "outcome",
-            t.outcome,
-            "state",
-            new_status,
-            "note",
-            t.note,
-            "input",
-            w.message_id,
-        ]
+        dropped = (
+            [k for k in w.before_fields if k not in w.fields and k not in KEPT] if applied else []
+        )
+        at = iso(state.updated_ms if applied else int(time.time() * 1000))
+        entry = saga_history.encode(at, w.event_name, t.outcome, new_status, t.note, w.message_id)
         args = StepArgs(
             # A stray reply is recorded but its id is not remembered: a forger who reuses the
             # id of a genuine reply must not make the genuine one look like a duplicate.
@@ -174,7 +175,10 @@ class RedisStore:
             tombstone_retention_s=self.tombstone_retention_s,
             fields=changed,
             drop_fields=dropped,
-            history=history,
+            history=entry,
+            history_cap=HISTORY_CAP,
+            remember="" if t.stray else w.remember,
+            seen_cap=SEEN_CAP,
             timers=[x for timer in t.timers for x in (str(timer.due_ms), timer.member)],
             cancel_timers=list(t.cancel_timers),
         )
@@ -198,7 +202,7 @@ class RedisStore:
                 out.append(WriteResult("error", [], r))
                 continue
             code = int(r[0])
-            status = "ok" if code == 1 else "duplicate" if code == 0 else "conflict"
+            status = {1: "ok", 0: "duplicate", -2: "refused"}.get(code, "conflict")
             out.append(WriteResult(status, list(r[1:]) if code == 1 else []))
         return out
 
@@ -237,6 +241,5 @@ class RedisStore:
             await self.redis.zadd(self.keys.timers, dict(due_ms), xx=True)
 
     # ---- history ----
-    async def history(self, saga_id: str, count: int = 1000) -> list[dict[str, str]]:
-        rows: Any = await self.redis.xrange(self.keys.history(saga_id), count=count)
-        return [{k.decode(): v.decode() for k, v in f.items()} for _, f in rows]
+    async def history(self, saga_id: str, count: int = HISTORY_CAP) -> list[dict[str, str]]:
+        return await saga_history.read(self.redis, self.keys.history(saga_id), count)

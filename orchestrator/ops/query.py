@@ -1,6 +1,6 @@
 """Read-only questions about sagas, answered from Redis: status, lists and stuck sagas.
 
-Uses the keys of `orchestrator.engine.keys`: the saga hash, its history stream and the state indexes
+Uses the keys of `orchestrator.engine.keys`: the saga hash, its history and the state indexes
 (sorted sets scored by the time, in ms, the saga entered the state). Nothing here writes.
 """
 
@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 
 from orchestrator.core.definition import Registry
 from orchestrator.core.model import FINAL, Status
+from orchestrator.engine import history as saga_history
+from orchestrator.engine.history import HISTORY_CAP
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.statecodec import from_iso, logical_fields
 from orchestrator.ops import NotFoundError
@@ -97,15 +99,12 @@ class SagaQuery:
         self.keys = keys
         self.registry = registry
 
-    async def status(self, saga_id: str, history_limit: int = 1000) -> SagaStatus:
-        async with self.redis.pipeline(transaction=False) as p:
-            p.hgetall(self.keys.saga(saga_id))
-            p.xrange(self.keys.history(saga_id), count=history_limit)
-            raw, history = await p.execute()
+    async def status(self, saga_id: str, history_limit: int = HISTORY_CAP) -> SagaStatus:
+        raw = await self.redis.hgetall(self.keys.saga(saga_id))
         if not raw:
             raise NotFoundError(f"no saga {saga_id!r} (unknown id, or it expired)")
         f = logical_fields({text(k): text(v) for k, v in raw.items()}, None, saga_id)
-        timeline = [{text(k): text(v) for k, v in entry.items()} for _, entry in history]
+        timeline = await saga_history.read(self.redis, self.keys.history(saga_id), history_limit)
         return SagaStatus(
             saga_id=f.get("saga_id", saga_id),
             saga_type=f.get("type", ""),

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from infra import redis as redis_factory
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.definition import Registry
+from orchestrator.engine import history as saga_history
 from orchestrator.engine.daemon import Orchestrator
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.sagas import SagaModules
@@ -79,7 +80,7 @@ class SagaReader:
         return logical_fields(raw, ORDER_FAST, saga_id)
 
     async def history(self, saga_id: str) -> list[dict[str, str]]:
-        return [f for _, f in await self.redis.xrange(self.keys.history(saga_id))]
+        return await saga_history.read(self.redis, self.keys.history(saga_id))
 
     async def wait_final(self, saga_ids: list[str], timeout_s: float = 60) -> dict[str, str]:
         states: dict[str, str | None] = {}

@@ -6,7 +6,16 @@
 --          one argument instead of dozens, because packing arguments is the client's main cost.
 -- ARGV[2..]: the outbox entries as (key, value, headers) triples, binary-safe.
 -- Returns {1, outbox ids...} when applied, {0} for an input seen before,
---         {-1, current version} when another writer got there first.
+--         {-1, current version} when another writer got there first,
+--         {-2, remembered ids} when the input must be remembered and the saga remembers no more.
+--
+-- Which inputs are remembered (effectively once, DESIGN invariant 3): replies and timers are
+-- not; they carry the step, direction and attempt they answer, attempts only grow, and the
+-- core applies one only while the saga waits for exactly that, so a copy that comes again is
+-- ignored by the state itself. The start's id is kept in the hash (`start_input`), so a replay
+-- of the start is not even recorded. Operator commands (retry, resume, skip a compensation)
+-- would apply again in a state they apply to: their ids go in the `seen` set, at most
+-- A.seen_cap of them. Sagas written by an older version have every id in `seen`.
 
 local KEY_NAMES = {'saga', 'history', 'seen', 'outbox', 'timers', 'old_index', 'new_index', 'tombstone'}
 local K = {}
@@ -15,12 +24,21 @@ for i, name in ipairs(KEY_NAMES) do
 end
 local A = cjson.decode(ARGV[1])
 
-if A.message_id ~= '' and redis.call('SISMEMBER', K.seen, A.message_id) == 1 then
-  return {0}
+if A.message_id ~= '' then
+  if redis.call('HGET', K.saga, 'start_input') == A.message_id
+      or redis.call('SISMEMBER', K.seen, A.message_id) == 1 then
+    return {0}
+  end
 end
 local current = tonumber(redis.call('HGET', K.saga, 'version') or '0')
 if current ~= A.expected_version then
   return {-1, current}
+end
+if A.remember == 'seen' then
+  local remembered = redis.call('SCARD', K.seen)
+  if remembered >= A.seen_cap then
+    return {-2, remembered}
+  end
 end
 
 if #A.drop_fields > 0 then
@@ -29,8 +47,22 @@ end
 if #A.fields > 0 then
   redis.call('HSET', K.saga, unpack(A.fields))
 end
-if #A.history > 0 then
-  redis.call('XADD', K.history, '*', unpack(A.history))
+if A.history ~= '' then
+  if redis.call('TYPE', K.history).ok == 'stream' then
+    -- written by an older version: the same entries, as the list this version keeps
+    local rows = redis.call('XRANGE', K.history, '-', '+')
+    redis.call('DEL', K.history)
+    for _, row in ipairs(rows) do
+      local f = {}
+      for i = 1, #row[2], 2 do
+        f[row[2][i]] = row[2][i + 1]
+      end
+      redis.call('RPUSH', K.history, cjson.encode({f.at or '', f.event or '', f.outcome or '',
+                                                   f.state or '', f.note or '', f.input or ''}))
+    end
+  end
+  redis.call('RPUSH', K.history, A.history)
+  redis.call('LTRIM', K.history, -A.history_cap, -1)
 end
 local result = {1}
 for i = 2, #ARGV, 3 do
@@ -43,7 +75,9 @@ if #A.cancel_timers > 0 then
   redis.call('ZREM', K.timers, unpack(A.cancel_timers))
 end
 
-if A.message_id ~= '' then
+if A.remember == 'start' then
+  redis.call('HSET', K.saga, 'start_input', A.message_id)
+elseif A.remember == 'seen' then
   redis.call('SADD', K.seen, A.message_id)
 end
 if A.applied and A.state_changed then
