@@ -1,5 +1,7 @@
-"""A saga written by the previous version (one hash field per step attribute, a history stream,
-every input id in the seen set) finishes under this one, and its keys take the new layout."""
+"""The saga keys' layout across versions and its bounds: a saga written by the previous version
+(one hash field per step attribute, a history stream, every input id in the seen set) finishes
+under this one and its keys take the new layout; history entries not written by the step read
+as notes; the seen set's cap dead-letters rather than forgets."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ import orjson
 from orchestrator.engine import history
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.statecodec import join_long
+from orchestrator.engine.store import SEEN_CAP
 from schemas import codec
 from schemas.config import Settings
-from schemas.messages import SagaCommand
-from tests.support.kafka import produce, wait_for
+from schemas.dlq import H_ERROR_CLASS, header
+from schemas.messages import OperatorCommand, SagaCommand
+from tests.support.kafka import produce, read_all, wait_for
 from tests.support.orch import SagaReader, running
 from tests.support.scripted import ScriptedParticipant, reply_for
 
@@ -113,3 +117,34 @@ def test_history_entries_read_back_and_foreign_ones_show_as_their_note() -> None
         "at": "t",
         "event": "E",
     }
+
+
+async def test_an_operator_command_past_the_seen_cap_is_dead_lettered(
+    settings: Settings, reader: SagaReader
+) -> None:
+    """A saga remembers at most SEEN_CAP operator command ids; one more is dead-lettered with
+    the reason (never applied with an old id forgotten), and the saga is unchanged."""
+    sid = "capped-1"
+    keys = Keys(settings.key_prefix)
+    start = orjson.dumps(
+        {"sagaId": sid, "command": "StartOrder", "items": [{"productId": "s", "quantity": 1}],
+         "amount": 1}
+    )  # fmt: skip
+    retry = OperatorCommand(saga_id=sid, action="retry", operator="t", reason="again")
+    async with ScriptedParticipant(settings, lambda cmd: "silent"), running(settings):
+        await produce(settings, settings.commands_topic, [(sid.encode(), start)])
+
+        async def started() -> bool:
+            return (await reader.fields(sid)).get("version") == "1"
+
+        await wait_for(started, 60, "the saga to start")
+        await reader.redis.sadd(keys.seen(sid), *(f"op-{i}" for i in range(SEEN_CAP)))
+        await produce(settings, settings.events_topic, [(sid.encode(), codec.encode(retry))])
+        letters = await read_all(settings, settings.dlq_topic, 1, timeout_s=60)
+    assert len(letters) == 1
+    assert header(letters[0].headers, H_ERROR_CLASS) == "too_many_operator_commands"
+    assert f"remembers {SEEN_CAP} operator commands" in (
+        header(letters[0].headers, "dlq-error-message") or ""
+    )
+    assert (await reader.fields(sid))["version"] == "1"
+    assert await reader.redis.scard(keys.seen(sid)) == SEEN_CAP
