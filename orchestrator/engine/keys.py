@@ -1,10 +1,9 @@
 """Every Redis key the orchestrator uses, in one place.
 
 Per-saga keys are `<prefix>:<saga id>` (the hash a person reads with redis-cli HGETALL),
-`<prefix>:<saga id>:history` (a stream of transitions) and `<prefix>:<saga id>:seen` (ids of
-inputs already applied). Shared structures start with `_`, which a saga id never does, so the
-two can never collide.
-"""
+`<prefix>:<saga id>:history` (a capped list of transitions), `<prefix>:<saga id>:seen` (ids of
+operator commands taken) and `<prefix>:<saga id>:gone` (the tombstone). Shared structures start
+with `_`, which a saga id never does, so the two can never collide."""
 
 from __future__ import annotations
 

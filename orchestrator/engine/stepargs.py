@@ -21,7 +21,7 @@ class StepKeys:
     """Every key one step touches (KEYS, in this order)."""
 
     saga: str  # the hash a person reads with HGETALL
-    history: str  # stream of transitions
+    history: str  # list of transitions (orchestrator/engine/history.py), capped
     seen: str  # ids of inputs already applied
     outbox: str  # commands not yet acknowledged by Kafka
     timers: str  # sorted set of due timers
