@@ -34,6 +34,14 @@ class OrchestratorSettings(Settings):
         "the default, the shipped order saga",
     )
     infra_backoff_max_s: float = Field(default=5.0, gt=0, le=300)
+    stuck_after_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=30 * 24 * 3600,
+        allow_inf_nan=False,
+        description="a saga not final without a transition for longer than this is stuck in "
+        "/metrics' saga_sagas_stuck (the SagaStuck alert); 600 = `saga stuck`'s default 10m",
+    )
     # HTTP API, /metrics, /livez, /readyz (orchestrator/ops/http.py); 0 = no HTTP server
     http_port: int = Field(default=0, ge=0, le=65535)
     http_host: str = "127.0.0.1"

@@ -8,6 +8,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator
 
+from infra import crashpoints
 from orchestrator.config import OrchestratorSettings
 from orchestrator.engine.daemon import Orchestrator
 from orchestrator.engine.sagas import SagaModules, load_sagas
@@ -44,6 +45,7 @@ async def serve(settings: OrchestratorSettings, sagas: SagaModules) -> None:
 
 
 def run(settings: OrchestratorSettings) -> None:
+    crashpoints.check()  # a misspelt SAGA_CRASH_AT stops start-up, not only under the CLI
     configure(settings.log_format, settings.log_level)
     sagas = load_sagas(settings.saga_modules)
     if settings.schema_registry_url or settings.output_format == "avro":

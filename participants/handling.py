@@ -8,6 +8,7 @@ import random
 from functools import partial
 from typing import Any
 
+from infra.crashpoints import crash_point
 from infra.retry import Stopped
 from participants.context import BatchScope, Context, command_logger
 from participants.errors import INFRA_ERRORS, classify
@@ -70,6 +71,7 @@ class CommandRunner:
             stored, reply = await self.infra.retry(
                 "middleware", partial(self._new, cmd, reg, log, batch)
             )
+            crash_point("participant.after_effect")
             if stored is None:
                 self.stats.swallowed += 1
                 log.info("%s swallowed by a middleware: nothing stored, no reply", cmd.message_id)

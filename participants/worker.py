@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
 
+from infra import crashpoints
 from infra import kafka as kafka_factory
 from infra import redis as redis_factory
 from infra.retry import Backoff, Stopped, retry
@@ -72,6 +73,7 @@ class Worker:
         self.last_activity = time.monotonic()
 
     async def run(self) -> WorkerStats:
+        crashpoints.check()  # a misspelt SAGA_CRASH_AT stops the worker before it reads
         redis = redis_factory.client(self.settings, decode=True)
         store = Store(
             redis,

@@ -1,5 +1,6 @@
-"""A fake Schema Registry for tests and offline demos: the handful of Confluent REST endpoints
-`schemas.registry` uses (register, look up, versions, ids, config), served on 127.0.0.1. It checks
+"""A FAKE Schema Registry, hand-written here, for trying registry mode offline; the tests use a
+real one (Apicurio Registry, scripts/stack_registry). It serves the handful of Confluent REST
+endpoints `schemas.registry` uses (register, look up, versions, ids, config) on 127.0.0.1. It checks
 BACKWARD(_TRANSITIVE) compatibility like a registry would, with `schemas.contract`. It is not a
 registry: everything lives in memory and ends with it (a `close` then `start` serves the same data
 on the same port again, as a restarted registry would).

@@ -133,7 +133,9 @@ def registry_table(
     try:
         for name, sf in ss.current.items():
             subject = subject_for(name)
-            schema = Schema(sf.text, "AVRO")
+            # stripped as confluent-kafka's AvroSerializer strips what it looks up: a registry
+            # that matches by exact text (Apicurio) then finds our schema for its producers too
+            schema = Schema(sf.text.strip(), "AVRO")
             if auto_register:
                 schema_id = client.register_schema(subject, schema)
             else:
@@ -213,7 +215,9 @@ def register_all(
             if compatibility is not None:
                 client.set_compatibility(subject, compatibility.upper())
             out.append(
-                Registered(subject, int(client.register_schema(subject, Schema(sf.text, "AVRO"))))
+                Registered(
+                    subject, int(client.register_schema(subject, Schema(sf.text.strip(), "AVRO")))
+                )
             )
     except Exception as exc:
         raise RegistryError(describe_error(url, exc)) from None

@@ -1,5 +1,6 @@
 """A StartOrder in the Confluent wire format through a real Kafka topic, read back with aiokafka
-(raw bytes, as the orchestrator consumes) and decoded with `schemas.codec.decode`."""
+(raw bytes, as the orchestrator consumes) and decoded with `schemas.codec.decode`. The registry
+is a real one (Apicurio Registry from scripts/stack_registry; tests/support/registry.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from schemas import avro, codec
 from schemas.config import Settings
 from schemas.headers import H_MESSAGE_TYPE
 from schemas.messages import OrderItem, StartOrder
-from schemas.registry import FakeRegistry, make_client
+from schemas.registry import make_client
+from tests.support.registry import RealRegistry, real_registry, registry_url
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, 250000, tzinfo=UTC)
 
@@ -35,6 +37,12 @@ def start_order(saga_id: str) -> StartOrder:
         payment_method="card",
         shipping_address="1 Main St",
     )
+
+
+@pytest.fixture
+def registry() -> Iterator[RealRegistry]:
+    with real_registry(registry_url()) as reg:
+        yield reg
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +100,9 @@ async def test_registry_less_avro_through_kafka(settings: Settings) -> None:
     assert codec.decode(record.value) == msg
 
 
-async def test_confluent_serializer_with_registry_through_kafka(settings: Settings) -> None:
+async def test_confluent_serializer_with_registry_through_kafka(
+    settings: Settings, registry: RealRegistry
+) -> None:
     """Produced by confluent-kafka's own AvroSerializer (record-name subject), consumed with
     aiokafka, decoded by our codec after `prepare()` against the same registry."""
     from confluent_kafka.schema_registry import record_subject_name_strategy
@@ -100,20 +110,19 @@ async def test_confluent_serializer_with_registry_through_kafka(settings: Settin
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     msg = start_order("broker-avro-2")
-    with FakeRegistry() as registry:
-        serializer = AvroSerializer(
-            make_client(registry.url),
-            avro.default_schema_set().current["StartOrder"].text,
-            avro.to_record,
-            {"subject.name.strategy": record_subject_name_strategy},
-        )
-        value = serializer(msg, SerializationContext(settings.commands_topic, MessageField.VALUE))
-        assert value is not None
-        await produce(settings, settings.commands_topic, msg.saga_id.encode(), value)
+    serializer = AvroSerializer(
+        make_client(registry.url),
+        avro.default_schema_set().current["StartOrder"].text,
+        avro.to_record,
+        {"subject.name.strategy": record_subject_name_strategy},
+    )
+    value = serializer(msg, SerializationContext(settings.commands_topic, MessageField.VALUE))
+    assert value is not None
+    await produce(settings, settings.commands_topic, msg.saga_id.encode(), value)
 
-        table = await asyncio.to_thread(
-            avro.prepare, Settings(schema_registry_url=registry.url)
-        )  # start-up, off the event loop
-        assert int.from_bytes(value[1:5], "big") == table.ids()["StartOrder"]
-        (record,) = await read(settings, settings.commands_topic, 1)
-        assert codec.decode(record.value) == msg
+    table = await asyncio.to_thread(
+        avro.prepare, Settings(schema_registry_url=registry.url)
+    )  # start-up, off the event loop
+    assert int.from_bytes(value[1:5], "big") == table.ids()["StartOrder"]
+    (record,) = await read(settings, settings.commands_topic, 1)
+    assert codec.decode(record.value) == msg

@@ -2,9 +2,10 @@
 workers fetch them from the registry (once), wait out a registry outage without dead-lettering,
 and dead-letter an id the registry does not have.
 
-The registry is the project's `FakeRegistry` (schemas/fake_registry.py), a hand-written subset of
-the Confluent REST API served in-process, NOT a real Schema Registry: none runs here yet. A
-`close()` then `start()` of it serves the same data on the same port, like a restarted registry.
+The registry is a real one: Apicurio Registry's Confluent-compatible API, run by
+scripts/stack_registry, seen through the recording proxy of tests/support/registry.py. The proxy
+counts the fetches, and its `close()` then `start()` takes the registry away and brings it back on
+the same port with the same data (a real restart of the in-memory registry would lose them).
 """
 
 from __future__ import annotations
@@ -36,31 +37,37 @@ from schemas.config import Settings
 from schemas.dlq import H_ERROR_CLASS, H_ERROR_MESSAGE, H_SOURCE
 from schemas.headers import H_MESSAGE_TYPE
 from schemas.messages import Envelope, OrderItem, SagaCommand, StartOrder, StepCompleted
-from schemas.registry import FakeRegistry, make_client, subject_for
+from schemas.registry import make_client, subject_for
 from tests.support.kafka import wait_for
 from tests.support.orch import SagaReader, running
+from tests.support.registry import RealRegistry, real_registry, registry_url
 from tests.support.scripted import ScriptedParticipant
 
 OUTAGE = ("network", "RegistryUnavailableError")  # how the loop counts a registry outage
 NOT_REGISTERED = 999_999  # neither a registry id here nor a local id (those are >= 2**30)
 
 
+@pytest.fixture(scope="module")
+def registry_upstream() -> str:
+    return registry_url()
+
+
 @pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    """A running fake registry; the process's schema table is registry-less again afterwards."""
-    with FakeRegistry() as reg:
+def registry(registry_upstream: str) -> Iterator[RealRegistry]:
+    """The real registry, emptied; the process's schema table is registry-less again afterwards."""
+    with real_registry(registry_upstream) as reg:
         yield reg
     avro.use(avro.SchemaTable.local())
 
 
-async def registry_mode(settings: Settings, registry: FakeRegistry) -> Settings:
+async def registry_mode(settings: Settings, registry: RealRegistry) -> Settings:
     """What `saga orchestrator`/`saga participant` do at start-up with a registry URL."""
     s = settings.model_copy(update={"schema_registry_url": registry.url})
     await asyncio.to_thread(avro.prepare, s)
     return s
 
 
-async def register_evolved(registry: FakeRegistry, message_type: str) -> tuple[int, Any]:
+async def register_evolved(registry: RealRegistry, message_type: str) -> tuple[int, Any]:
     """A new, compatible version of a message's schema (an extra optional field), registered
     after start-up: its id and its parsed schema."""
     raw = copy.deepcopy(avro.default_schema_set().current[message_type].raw)
@@ -109,7 +116,7 @@ async def dead_letters(orch: Orchestrator, settings: Settings) -> int:
     return sum((await orch.consumer.end_offsets(tps)).values())
 
 
-def fetches(registry: FakeRegistry, schema_id: int) -> int:
+def fetches(registry: RealRegistry, schema_id: int) -> int:
     return registry.requests.count(f"GET /schemas/ids/{schema_id}")
 
 
@@ -126,7 +133,7 @@ class Late:
 
 
 @contextlib.asynccontextmanager
-async def late_schema(settings: Settings, registry: FakeRegistry) -> AsyncIterator[Late]:
+async def late_schema(settings: Settings, registry: RealRegistry) -> AsyncIterator[Late]:
     """The orchestrator (and a scripted participant) in registry mode, then a new StartOrder
     schema version registered."""
     s = await registry_mode(settings, registry)
@@ -137,7 +144,7 @@ async def late_schema(settings: Settings, registry: FakeRegistry) -> AsyncIterat
 
 
 async def test_a_schema_registered_after_start_up_is_fetched_and_decoded(
-    settings: Settings, reader: SagaReader, registry: FakeRegistry
+    settings: Settings, reader: SagaReader, registry: RealRegistry
 ) -> None:
     """A StartOrder under a schema id registered after start-up starts its saga (one fetch)."""
     async with late_schema(settings, registry) as late:
@@ -148,7 +155,7 @@ async def test_a_schema_registered_after_start_up_is_fetched_and_decoded(
 
 
 async def test_a_registry_outage_is_waited_out_not_dead_lettered(
-    settings: Settings, reader: SagaReader, registry: FakeRegistry
+    settings: Settings, reader: SagaReader, registry: RealRegistry
 ) -> None:
     """While the registry is down the record waits uncommitted; once it is back the saga runs."""
     async with late_schema(settings, registry) as late:
@@ -173,7 +180,7 @@ async def test_a_registry_outage_is_waited_out_not_dead_lettered(
 
 
 async def test_an_id_the_registry_does_not_have_is_dead_lettered(
-    settings: Settings, registry: FakeRegistry
+    settings: Settings, registry: RealRegistry
 ) -> None:
     """An id unknown to the registry is dead-lettered saying so; two such records, one fetch."""
     s = await registry_mode(settings, registry)
@@ -195,7 +202,7 @@ def reserve(saga_id: str) -> SagaCommand:
 
 
 async def test_a_worker_waits_out_the_registry_then_decodes_a_late_schema(
-    settings: Settings, registry: FakeRegistry
+    settings: Settings, registry: RealRegistry
 ) -> None:
     """A worker's command under a late schema id waits out a registry outage, then is handled."""
     s = await registry_mode(settings, registry)
@@ -222,7 +229,7 @@ async def test_a_worker_waits_out_the_registry_then_decodes_a_late_schema(
 
 
 async def test_a_worker_dead_letters_an_id_the_registry_does_not_have(
-    settings: Settings, registry: FakeRegistry
+    settings: Settings, registry: RealRegistry
 ) -> None:
     """A command for this worker under an id the registry lacks is dead-lettered saying so."""
     s = await registry_mode(settings, registry)

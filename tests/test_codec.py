@@ -1,5 +1,8 @@
 """Round trips of every message in JSON and in Avro (registry-less and through a registry), the
-Confluent framing, interop with confluent-kafka's own Avro serde, and the codec's error kinds."""
+Confluent framing, interop with confluent-kafka's own Avro serde, and the codec's error kinds.
+
+"Through a registry" is a real one: Apicurio Registry's Confluent-compatible API, started by
+scripts/stack_registry (tests/support/registry.py), emptied before each test."""
 
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ from schemas.messages import (
     StepFailed,
     TimerFired,
 )
-from schemas.registry import FakeRegistry, RegistryError, make_client, subject_for
+from schemas.registry import RegistryError, make_client, subject_for
+from tests.support.registry import RealRegistry, real_registry, registry_url
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)  # millisecond precision, as Avro keeps it
 ENVELOPE: dict[str, Any] = {
@@ -277,23 +281,35 @@ def test_prepare_without_registry_is_local() -> None:
     table = avro.prepare(Settings(max_message_bytes=4096))
     assert table.mode == "local" and table.max_bytes == 4096
     assert avro.active() is table
-    assert all(i >= avro.LOCAL_ID_BASE for i in table.ids().values())
+    ids = table.ids()
+    assert ids and all(i >= avro.LOCAL_ID_BASE for i in ids.values()), ids
 
 
 # ------------------------------------------------------------------------------ with a registry
 
 
+@pytest.fixture(scope="module")
+def registry_upstream() -> str:
+    return registry_url()
+
+
 @pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    with FakeRegistry() as fake:
-        yield fake
+def registry(registry_upstream: str) -> Iterator[RealRegistry]:
+    with real_registry(registry_upstream) as reg:
+        yield reg
 
 
-def test_prepare_registers_and_caches_ids(registry: FakeRegistry) -> None:
+def registry_ids(registry: RealRegistry) -> dict[str, int]:
+    """Each message type's id as the registry itself lists it (its latest version)."""
+    return {n: registry.subjects[subject_for(n)][-1] for n in MESSAGE_TYPES}
+
+
+def test_prepare_registers_and_caches_ids(registry: RealRegistry) -> None:
     table = avro.prepare(Settings(schema_registry_url=registry.url))
     assert table.mode == "registry"
     assert set(registry.subjects) == {subject_for(n) for n in MESSAGE_TYPES}
-    assert sorted(table.ids().values()) == list(range(1, 9))  # the registry's ids, not local ones
+    assert table.ids() == registry_ids(registry)  # the registry's ids, not local ones
+    assert all(i < avro.LOCAL_ID_BASE for i in table.ids().values())
     asked = len(registry.requests)
     for _ in range(20):
         for m in ALL:
@@ -304,18 +320,18 @@ def test_prepare_registers_and_caches_ids(registry: FakeRegistry) -> None:
 
 
 @pytest.mark.parametrize("message", full_messages(), ids=lambda m: type(m).__name__)
-def test_avro_round_trip_with_registry(registry: FakeRegistry, message: Envelope) -> None:
+def test_avro_round_trip_with_registry(registry: RealRegistry, message: Envelope) -> None:
     avro.prepare(Settings(schema_registry_url=registry.url))
     assert codec.decode(codec.encode(message, "avro")) == message
 
 
-def test_registry_mode_reads_registry_less_records(registry: FakeRegistry) -> None:
+def test_registry_mode_reads_registry_less_records(registry: RealRegistry) -> None:
     local = avro.SchemaTable.local().encode(full_messages()[0])
     avro.prepare(Settings(schema_registry_url=registry.url))
     assert codec.decode(local) == full_messages()[0]
 
 
-def test_prepare_prefetches_older_versions(registry: FakeRegistry) -> None:
+def test_prepare_prefetches_older_versions(registry: RealRegistry) -> None:
     from confluent_kafka.schema_registry import Schema
 
     v1 = avro.default_schema_set().history["StartOrder"][0]
@@ -332,7 +348,7 @@ def test_prepare_prefetches_older_versions(registry: FakeRegistry) -> None:
     assert len(registry.requests) == asked
 
 
-def test_unknown_id_is_fetched_on_request_only(registry: FakeRegistry) -> None:
+def test_unknown_id_is_fetched_on_request_only(registry: RealRegistry) -> None:
     from confluent_kafka.schema_registry import Schema
 
     avro.prepare(Settings(schema_registry_url=registry.url))
@@ -358,15 +374,15 @@ def test_unknown_id_is_fetched_on_request_only(registry: FakeRegistry) -> None:
     assert len(registry.requests) == asked  # decode never blocks on the registry
     assert avro.fetch_schema(new_id) is True  # what the daemon runs in a thread, then retries
     assert codec.decode(value) == full_messages()[4]  # the unknown field is dropped
-    assert avro.fetch_schema(999) is False  # 404: poison, not an outage
+    assert avro.fetch_schema(999_999) is False  # 404: poison, not an outage
 
 
-def test_lookup_only_mode(registry: FakeRegistry) -> None:
+def test_lookup_only_mode(registry: RealRegistry) -> None:
     with pytest.raises(RegistryError, match="HTTP 404"):
         avro.prepare(Settings(schema_registry_url=registry.url), auto_register=False)
     avro.prepare(Settings(schema_registry_url=registry.url))
     table = avro.prepare(Settings(schema_registry_url=registry.url), auto_register=False)
-    assert sorted(table.ids().values()) == list(range(1, 9))
+    assert table.ids() == registry_ids(registry)
 
 
 def test_prepare_with_an_unreachable_registry() -> None:
@@ -379,7 +395,7 @@ def test_prepare_with_an_unreachable_registry() -> None:
 # ------------------------------------------------------------------------------ interop
 
 
-def test_interop_with_confluent_avro_serde(registry: FakeRegistry) -> None:
+def test_interop_with_confluent_avro_serde(registry: RealRegistry) -> None:
     """confluent-kafka's AvroSerializer output decodes with our codec, and ours with its
     AvroDeserializer: the same framing, ids and record-name subjects."""
     from confluent_kafka.schema_registry import record_subject_name_strategy

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from schemas import avro, codec
 from schemas.cli import app
 from schemas.messages import MESSAGE_TYPES, StartOrder, StepFailed
-from schemas.registry import FakeRegistry, subject_for
+from schemas.registry import subject_for
+from tests.support.registry import real_registry, registry_url
 
 runner = CliRunner()
 SS = avro.default_schema_set()
@@ -359,7 +360,8 @@ def test_cli_register_without_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cli_register_against_a_registry(tmp_path: Path) -> None:
-    with FakeRegistry() as registry:
+    """`saga schemas register` against a real registry (Apicurio's Confluent-compatible API)."""
+    with real_registry(registry_url()) as registry:
         result = runner.invoke(app, ["register", "--url", registry.url])
         assert result.exit_code == 0, result.output
         assert set(registry.subjects) == {subject_for(n) for n in MESSAGE_TYPES}

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from participants.keys import group_id
 from participants.sdk import (
     Context,
     GuardedScript,
@@ -23,6 +24,8 @@ from schemas.config import Settings
 from schemas.dlq import H_ERROR_CLASS, H_ERROR_MESSAGE, H_OFFSET, H_SOURCE, H_TOPIC
 from schemas.headers import H_MESSAGE_TYPE, H_PARTICIPANT, H_SAGA_ID, H_TRACEPARENT
 from schemas.messages import StartOrder, StepCompensated, StepCompleted, StepFailed
+from tests.support.kafka import wait_for
+from tests.support.offsets import wait_committed_to_end
 
 
 @pytest.fixture
@@ -258,10 +261,16 @@ async def test_replicas_share_the_work_and_each_command_runs_once(
     """Two replicas in one group: every command answered, each effect applied once."""
     cmds = [do(f"m{i}") for i in range(60)]
     async with running(settings, demo()) as a, running(settings, demo()) as b:
+
+        async def both_joined() -> bool:
+            return a.worker.joined and b.worker.joined
+
+        await wait_for(both_joined, 60, "both replicas to get partitions")
         await produce(settings, cmds)
         await events.replies([c.message_id for c in cmds], timeout_s=60)
-        handled = a.stats.handled + b.stats.handled
-    assert handled >= 60
+    # both took a share, and no command ran twice
+    assert a.stats.handled > 0 and b.stats.handled > 0, (a.stats, b.stats)
+    assert a.stats.handled + b.stats.handled == 60, (a.stats, b.stats)
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
     assert await redis.hget(f"{settings.key_prefix}:demo:count", "done") == "60"
     await redis.aclose()
@@ -278,6 +287,9 @@ async def test_stop_finishes_and_commits(settings: Settings, events: TopicReader
     async with running(settings, demo()) as second:
         await produce(settings, [marker])
         await events.reply(marker.message_id)
+        # everything on the topic was read before counting (not only the marker's partition)
+        group = group_id(settings.key_prefix, "demo")
+        await wait_committed_to_end(settings, group, [settings.commands_topic], timeout_s=30)
         assert second.stats.handled + second.stats.replayed == 1
 
 

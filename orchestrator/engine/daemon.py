@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 
 from infra import kafka
 from infra import redis as redis_factory
+from infra.crashpoints import crash_point
 from infra.errors import is_transient
 from infra.retry import Backoff, Stopped, retry
 from orchestrator.config import OrchestratorSettings
@@ -202,9 +203,11 @@ class Orchestrator:
         inputs, poison = await self.decode(records)
         t1 = time.perf_counter()
         writes, more_poison = await self.apply(inputs)
+        crash_point("orchestrator.after_step")
         out = Outgoing.of([(inp.record, w) for inp, w in writes], poison + more_poison)
         t2 = time.perf_counter()
         await self._retrying("publish", lambda: publisher.publish(out))
+        crash_point("orchestrator.after_publish")
         t3 = time.perf_counter()
         await self.commit(records)
         if log.isEnabledFor(logging.DEBUG):
@@ -474,6 +477,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.orch._batch_lock:
             self.orch.assigned -= set(revoked)
+            if revoked:  # the first join calls this with nothing to revoke
+                crash_point("orchestrator.in_revoke")
         log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
+from infra.crashpoints import crash_point
 from infra.errors import is_record_error, is_transient
 from infra.retry import Backoff, Stopped, pause, retry
 from orchestrator.config import OrchestratorSettings
@@ -217,6 +218,7 @@ class Relay:
         outcomes = await send_each(
             self.producer, self.s.commands_topic, [(e.key, e.value, e.headers) for _, e in ready]
         )
+        crash_point("relay.after_publish")
         done: list[bytes] = []
         outage: Exception | None = None
         for (rid, entry), err in zip(ready, outcomes, strict=True):

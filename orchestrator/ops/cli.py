@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from importlib import metadata
 
 import typer
 
-from orchestrator import __version__
+import orchestrator
 from orchestrator.ops import plugins
 from orchestrator.ops.cli_sagas import register as register_ops
 from orchestrator.ops.doctor import run_doctor
@@ -24,9 +25,18 @@ register_ops(app)  # status, list, stuck, retry/abort/resume, dlq ... (ops/cli_s
 plugins.load(plugins.Cli(app=app, participant=participant_app))
 
 
+def installed_version() -> str:
+    """The installed distribution's version (what pip installed); a checkout run without
+    installing (PYTHONPATH) falls back to the package's own."""
+    try:
+        return metadata.version("saga-orchestrator")
+    except metadata.PackageNotFoundError:
+        return orchestrator.__version__
+
+
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"saga {__version__}")
+        typer.echo(f"saga {installed_version()}")
         raise typer.Exit()
 
 
@@ -66,8 +76,14 @@ def run() -> None:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
+    from infra import crashpoints
+
     try:
+        crashpoints.check()
         app()
+    except crashpoints.CrashPointError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
     except (
         SettingsError
     ) as exc:  # a value that is not even parseable (e.g. a list that is not JSON)

@@ -4,6 +4,7 @@
     GET  /api/sagas/{id}   and   /api/sagas/{id}/status
     POST /api/sagas/{id}/retry|abort|resume|skip-compensation
     GET  /metrics  /livez  /readyz
+    /ui/...  the web dashboard (orchestrator.ops.ui), with the same tokens and roles
     ...and the routes saga modules add (`HTTP_ROUTES`, a list of `Route`), such as the order
     sample's POST /api/orders.
 
@@ -38,17 +39,21 @@ from redis.asyncio import Redis
 
 from infra import kafka as kafka_factory
 from infra import redis as redis_factory
+from infra.errors import describe
 from orchestrator.config import OrchestratorSettings
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.sagas import SagaModules
 from orchestrator.errors import ConfigError
 from orchestrator.ops import InputError, OpsError, auth, intervene, kafka, validate
 from orchestrator.ops.query import SagaQuery
-from orchestrator.telemetry.metrics import Gauges, Metrics
+from orchestrator.ops.ui import Dashboard
+from orchestrator.telemetry.metrics import STUCK_COUNT_CAP, Gauges, Metrics
 from schemas.messages import Envelope
 
 log = logging.getLogger("orchestrator.ops.http")
 MAX_BODY_BYTES = 1_048_576
+#: how long a probe or a scrape waits for one Redis read: a slow Redis must not hang them
+PING_TIMEOUT_S, SCRAPE_READ_TIMEOUT_S = 1.0, 2.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER = web.RequestKey("caller", auth.Caller)
 
@@ -165,6 +170,8 @@ class HttpApi:
             self.app.router.add_get("/livez", self.livez).resource,
             self.app.router.add_get("/readyz", self.readyz).resource,
         }
+        # the dashboard checks the same tokens itself (a login cookie or the header; HTML errors)
+        self._open |= Dashboard(self).mount(self.app.router)
 
     def _plugin(self, route: Route) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -300,32 +307,45 @@ class HttpApi:
         return json_response(200, {"status": "alive"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        problems = await self.readiness()
+        if problems:
+            return json_response(503, {"status": "not ready", "problems": problems})
+        return json_response(200, {"status": "ready", "partitions": len(self.daemon.partitions())})
+
+    async def readiness(self) -> list[str]:
+        """What keeps this copy from being ready, one line each; empty when it is ready.
+        /readyz and /metrics' `saga_ready` both come from here, so they cannot disagree."""
         problems = []
         if not self.daemon.partitions():
             problems.append("no partitions assigned")
         if not await self._redis_answers():
             problems.append("redis does not answer")
-        problems += self.daemon.problems()
-        if problems:
-            return json_response(503, {"status": "not ready", "problems": problems})
-        return json_response(200, {"status": "ready", "partitions": len(self.daemon.partitions())})
+        return problems + self.daemon.problems()
 
     async def _redis_answers(self) -> bool:
         try:
             assert self.redis is not None
-            return bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+            return bool(await asyncio.wait_for(self.redis.ping(), PING_TIMEOUT_S))
         except Exception:
             return False
 
     async def metrics(self, request: web.Request) -> web.Response:
+        """The system-wide gauges are read from Redis now; one that did not answer in time is
+        left out (and `saga_redis_up` is 0) rather than shown as a 0 that hides the failure."""
         g = Gauges(assigned_partitions=len(self.daemon.partitions()))
+        g.ready = not await self.readiness()
         try:
             assert self.redis is not None
-            g.sagas_by_state = await asyncio.wait_for(self._query().counts_by_state(), 2.0)
+            q = self._query()
+            g.sagas_by_state = await asyncio.wait_for(q.counts_by_state(), SCRAPE_READ_TIMEOUT_S)
             outbox = Keys(self.s.key_prefix).outbox
-            g.outbox_depth = int(await asyncio.wait_for(self.redis.xlen(outbox), 2.0))
+            xlen = self.redis.xlen(outbox)
+            g.outbox_depth = int(await asyncio.wait_for(xlen, SCRAPE_READ_TIMEOUT_S))
+            # the same question as `saga stuck`, stopped at the cap so a scrape stays cheap
+            stuck = q.stuck(int(self.s.stuck_after_s * 1000), STUCK_COUNT_CAP)
+            g.sagas_stuck = len(await asyncio.wait_for(stuck, SCRAPE_READ_TIMEOUT_S))
         except Exception as exc:
-            log.warning("metrics: redis did not answer: %s", exc)
+            log.warning("metrics: redis did not answer: %s", describe(exc))
             g.redis_up = False
         g.consumer_lag = await self.daemon.consumer_lag()
         return web.Response(

@@ -2,8 +2,9 @@
 faults a copy is living through right now (for `/readyz`).
 
 Counters live in the process (they restart at zero, as Prometheus counters may); gauges that
-describe the whole system (sagas by state, outbox depth) are read from Redis at scrape time and
-handed to `render` in a `Gauges`, so every orchestrator copy reports the same numbers for them.
+describe the whole system (sagas by state, stuck sagas, outbox depth) are read from Redis at
+scrape time and handed to `render` in a `Gauges`, so every orchestrator copy reports the same
+numbers for them; a gauge whose read failed is left out, never shown as 0.
 `promtool check metrics` accepts the output (`tests/test_engine_metrics.py`).
 """
 
@@ -17,6 +18,9 @@ from infra.errors import describe, kind
 from orchestrator.core.model import Status, Transition
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: saga_sagas_stuck counts up to this many, so a scrape reads a bounded number of sagas; the
+#: value itself means "at least this many"
+STUCK_COUNT_CAP = 10_000
 
 #: (attribute, metric name, help) of every counter `render` writes
 COUNTERS = (
@@ -117,10 +121,15 @@ class Gauges:
 
     sagas_by_state: dict[str, int] | None = None
     outbox_depth: int | None = None
+    #: sagas not final without a transition for longer than `stuck_after_s` (at most
+    #: STUCK_COUNT_CAP)
+    sagas_stuck: int | None = None
     #: (topic, partition) -> records not yet processed by this copy
     consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
     assigned_partitions: int = 0
     redis_up: bool = True
+    #: what /readyz would answer (200: True); False unless someone checked
+    ready: bool = False
 
 
 @dataclass
@@ -208,6 +217,14 @@ class Metrics:
         if g.outbox_depth is not None:
             _family(out, "saga_outbox_depth", "gauge", "Commands written but not yet acknowledged.")
             out.append(f"saga_outbox_depth {g.outbox_depth}")
+        if g.sagas_stuck is not None:  # absent, never 0, when Redis did not answer
+            name = "saga_sagas_stuck"
+            about = (
+                "Sagas not final and without a transition for longer than SAGA_STUCK_AFTER_S "
+                f"(as `saga stuck`); counted up to {STUCK_COUNT_CAP}, which means at least that."
+            )
+            _family(out, name, "gauge", about)
+            out.append(f"{name} {min(g.sagas_stuck, STUCK_COUNT_CAP)}")
         _family(
             out, "saga_consumer_lag", "gauge", "Input records not yet processed, per partition."
         )
@@ -220,6 +237,8 @@ class Metrics:
         out.append(f"saga_assigned_partitions {g.assigned_partitions}")
         _family(out, "saga_redis_up", "gauge", "1 when Redis answered the scrape.")
         out.append(f"saga_redis_up {1 if g.redis_up else 0}")
+        _family(out, "saga_ready", "gauge", "1 when /readyz would answer 200, else 0.")
+        out.append(f"saga_ready {1 if g.ready else 0}")
         return "\n".join(out) + "\n"
 
 
