@@ -148,7 +148,17 @@ def test_prometheus_rendering() -> None:
     m.observe("pending", Transition("applied", state, ""), False)
     for s in (0.004, 0.3, 0.3, 100.0):
         m.observe_step_latency(s)
-    text = m.render(Gauges({"completed": 3}, 2, {("in", 0): 5, ("in", 1): 1}, 2, True))
+    text = m.render(
+        Gauges(
+            sagas_by_state={"completed": 3},
+            outbox_depth=2,
+            sagas_stuck=1,
+            consumer_lag={("in", 0): 5, ("in", 1): 1},
+            assigned_partitions=2,
+            redis_up=True,
+            ready=True,
+        )
+    )
     lines = set(text.splitlines())
     assert "saga_sagas_completed_total 1" in lines
     assert 'saga_step_latency_seconds_bucket{le="0.005"} 1' in lines
@@ -160,6 +170,8 @@ def test_prometheus_rendering() -> None:
     assert "saga_outbox_depth 2" in lines
     assert 'saga_consumer_lag{topic="in",partition="0"} 5' in lines
     assert "saga_consumer_lag_records 6" in lines
+    assert "saga_sagas_stuck 1" in lines
+    assert "saga_ready 1" in lines
     sample = re.compile(r'^[a-z_]+(\{[a-z]+="[^"]*"(,[a-z]+="[^"]*")*\})? -?[0-9.e+]+$')
     for line in text.splitlines():
         assert line.startswith("# ") or sample.match(line), line

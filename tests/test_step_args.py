@@ -63,6 +63,7 @@ def test_argv_is_the_named_json_then_binary_outbox_triples() -> None:
         history='["at","x"]',
         history_cap=64,
         remember="seen",
+        skip_recorded=False,
         seen_cap=64,
         timers=[],
         cancel_timers=[],

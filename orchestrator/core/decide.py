@@ -78,7 +78,10 @@ def decide(
         m.timer(event)
     else:
         m.operator(event)
-    return m.transition(_describe(event))
+    t = m.transition(_describe(event))
+    if t.outcome == "ignored" and not isinstance(event, Operator) and _answered(state, d, event):
+        return replace(t, duplicate=True)
+    return t
 
 
 def _start(
@@ -124,6 +127,22 @@ def _stray(state: SagaState, d: SagaDefinition, r: Reply) -> str:
         side = "compensation attempt" if r.compensation else "attempt"
         return f"{side} {r.attempt} was never issued (issued: {issued})"
     return ""
+
+
+def _answered(state: SagaState, d: SagaDefinition, e: Reply | TimerDue) -> bool:
+    """Whether the attempt a reply or timer is about is one the saga no longer waits for: it
+    was answered, timed out, or (a retry timer) already started. Such an input ignored is a
+    redelivery or a late copy: a duplicate, not news."""
+    i = d.index(e.step)
+    assert i is not None
+    s = state.steps[i]
+    issued = s.compensation_attempts if e.compensation else s.attempts
+    if isinstance(e, TimerDue) and e.kind == "retry":
+        return issued >= e.attempt
+    if isinstance(e, Reply) and e.kind == ("completed" if e.compensation else "compensated"):
+        return False  # the wrong kind for its direction: malformed, not a copy
+    waiting = StepStatus.COMPENSATING if e.compensation else StepStatus.RUNNING
+    return issued > e.attempt or (issued == e.attempt and s.status != waiting)
 
 
 def _describe(event: Event) -> str:

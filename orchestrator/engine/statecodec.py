@@ -237,7 +237,8 @@ def logical_fields(
     """The hash, in either layout, as one field per attribute with the defaults filled in
     (`step.<name>.status`, `.attempts`, `.compensation_attempts`, `.result`, `.error`,
     `.may_have_run`, `.retry_floors`, `last_error`, ...): what `saga status` and the HTTP API
-    show. Steps come from `definition` when given, else from the fields the hash has."""
+    show. Steps come from `definition` when given, else from the fields the hash has; a step
+    whose fields do not parse (a hash edited by hand) is shown as its fields stand."""
     f = join_long(decode_fields(raw))
     if not f:
         return {}
@@ -250,7 +251,12 @@ def logical_fields(
         out.setdefault(name, "")
     names = [s.name for s in definition.steps] if definition else []
     for name in names + [n for n in step_names(f) if n not in names]:
-        s, p = read_step(f, name), f"step.{name}."
+        p = f"step.{name}."
+        try:
+            s = read_step(f, name)
+        except (ValueError, KeyError, IndexError):  # written by hand: shown as it stands
+            out |= {k: v for k, v in f.items() if k == p[:-1] or k.startswith(p)}
+            continue
         out |= {
             p + "status": s.status.value,
             p + "attempts": str(s.attempts),

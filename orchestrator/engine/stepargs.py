@@ -51,6 +51,9 @@ class StepArgs:
     history: str  # the history entry (`history.encode`); '' = none
     history_cap: int  # entries a saga's history keeps
     remember: str  # 'start': the id goes in the hash; 'seen': in the seen set; '': not kept
+    #: an ignored duplicate (`Transition.duplicate`): when the history already holds an entry
+    #: for message_id, this is an exact copy and nothing is written (the step returns {0})
+    skip_recorded: bool
     seen_cap: int  # ids the seen set holds at most
     timers: list[str]  # timers to set, as score, member, ...
     cancel_timers: list[str]  # timer members to remove

@@ -178,6 +178,7 @@ class RedisStore:
             history=entry,
             history_cap=HISTORY_CAP,
             remember="" if t.stray else w.remember,
+            skip_recorded=t.duplicate and not applied,
             seen_cap=SEEN_CAP,
             timers=[x for timer in t.timers for x in (str(timer.due_ms), timer.member)],
             cancel_timers=list(t.cancel_timers),

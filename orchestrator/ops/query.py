@@ -263,6 +263,15 @@ class SagaQuery:
             )
         return out
 
+    async def correlation_ids(self, saga_ids: list[str]) -> dict[str, str]:
+        """Each existing saga's correlation id, in one round trip (the hash leaves it out while
+        it is the saga id, statecodec); sagas gone meanwhile are left out."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for sid in saga_ids:
+                p.hmget(self.keys.saga(sid), ["correlation_id", "type"])
+            rows = await p.execute()
+        return {sid: text(c) if c else sid for sid, (c, t) in zip(saga_ids, rows, strict=True) if t}
+
     async def counts_by_state(self) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as p:
             for s in Status:

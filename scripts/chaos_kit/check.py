@@ -32,6 +32,8 @@ from scripts.chaos_kit.traffic import Order
 FINAL = ("completed", "failed", "needs_intervention")
 #: the notification step: `<status> a=<attempts> ...` (and the older layout's `.status` field)
 NOTIFY_STEP = "step.send_confirmation"
+#: its status among the fields `statecodec.logical_fields` shows (what tests read)
+NOTIFY_STATUS = NOTIFY_STEP + ".status"
 ZERO = Decimal(0)
 
 
@@ -197,7 +199,7 @@ async def read_sagas(redis: Redis, keys: Keys, saga_ids: Sequence[str]) -> dict[
         chunk = saga_ids[i : i + 500]
         async with redis.pipeline(transaction=False) as p:
             for sid in chunk:
-                p.hmget(keys.saga(sid), ["state", NOTIFY_STEP, NOTIFY_STEP + ".status"])
+                p.hmget(keys.saga(sid), ["state", NOTIFY_STEP, NOTIFY_STATUS])
             rows = await p.execute()
         for sid, (state, step, old) in zip(chunk, rows, strict=True):
             status = step.split(" ", 1)[0] if step else old

@@ -16,6 +16,10 @@
 -- of the start is not even recorded. Operator commands (retry, resume, skip a compensation)
 -- would apply again in a state they apply to: their ids go in the `seen` set, at most
 -- A.seen_cap of them. Sagas written by an older version have every id in `seen`.
+-- A reply or timer the state ignores as a duplicate (A.skip_recorded) is recorded in the
+-- history only the first time its id comes: a copy of an input the history already holds
+-- returns {0} and writes nothing, so a storm of copies cannot push real transitions out of
+-- the capped history. The scan runs only on that path, never for an input that applies.
 
 local KEY_NAMES = {'saga', 'history', 'seen', 'outbox', 'timers', 'old_index', 'new_index', 'tombstone'}
 local K = {}
@@ -33,6 +37,14 @@ end
 local current = tonumber(redis.call('HGET', K.saga, 'version') or '0')
 if current ~= A.expected_version then
   return {-1, current}
+end
+if A.skip_recorded and A.message_id ~= '' and redis.call('TYPE', K.history).ok == 'list' then
+  for _, e in ipairs(redis.call('LRANGE', K.history, 0, -1)) do
+    local ok, entry = pcall(cjson.decode, e)  -- an entry written by hand may not be JSON
+    if ok and type(entry) == 'table' and entry[6] == A.message_id then
+      return {0}
+    end
+  end
 end
 if A.remember == 'seen' then
   local remembered = redis.call('SCARD', K.seen)
