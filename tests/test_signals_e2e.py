@@ -133,7 +133,7 @@ async def test_a_kcat_trip_waits_until_saga_signal_approve(
         await wait_waiting(reader, "big")
         big = await reader.fields("big")
         assert big["state"] == "pending"
-        assert big["step.take_payment.status"] == "pending"
+        assert big.get("step.take_payment.status", "pending") == "pending"  # defaults are left out
         assert "big" not in (await snapshot(settings)).charges
         code, out, err = await saga_cli(settings, "status", "big")
         assert code == 0, err
@@ -205,7 +205,7 @@ async def test_reject_over_http_cancels_the_bookings(
         "reason": "over budget",
     }
     assert all(fields[f"step.book_{b}.status"] == "compensated" for b in BOOKERS)
-    assert fields["step.take_payment.status"] == "pending"
+    assert fields.get("step.take_payment.status", "pending") == "pending"  # defaults left out
     ledgers = await snapshot(settings)
     for b in BOOKERS:
         assert ledgers.bookings[b]["rejected"]["status"] == "cancelled"

@@ -85,7 +85,7 @@ async def test_small_large_and_failing_trips(
     large = await reader.fields("large")
     assert large["state"] not in ("completed", "failed", "compensating")
     assert all(large[f"step.book_{b}.status"] == "completed" for b in BOOKERS)
-    assert large["step.take_payment.status"] == "pending"
+    assert large.get("step.take_payment.status", "pending") == "pending"  # defaults left out
 
     ledgers = await snapshot(settings)
     assert ledgers.net_paid() == {"small": 200}

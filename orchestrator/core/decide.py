@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 
 from orchestrator.core.conditions import why_false
 from orchestrator.core.definition import SIGNAL_NAME, SagaDefinition
@@ -74,7 +75,10 @@ def decide(
     if isinstance(event, Signal):
         refusal = _refusal(state, d, event)
         if refusal:
-            return Transition("ignored", state, f"{describe_event(event)}: refused ({refusal})")
+            # marked as a copy: a redelivery (same id) of a refused or already applied signal is
+            # recorded once, not again (step.lua looks for its id in the history)
+            note = f"{describe_event(event)}: refused ({refusal})"
+            return Transition("ignored", state, note, duplicate=True)
         m = Machine(d, state, now_ms)
         _signal(m, event)
         return m.transition(describe_event(event))
@@ -93,7 +97,14 @@ def decide(
         _timer(m, event)
     else:
         _operator(m, event)
-    return m.transition(describe_event(event))
+    t = m.transition(describe_event(event))
+    if (
+        t.outcome == "ignored"
+        and isinstance(event, Reply | TimerDue)
+        and _answered(state, d, event)
+    ):
+        return replace(t, duplicate=True)
+    return t
 
 
 def _start(
@@ -142,6 +153,24 @@ def _stray(state: SagaState, d: SagaDefinition, r: Reply) -> str:
     return ""
 
 
+def _answered(state: SagaState, d: SagaDefinition, e: Reply | TimerDue) -> bool:
+    """Whether the attempt a reply or timer is about is one the saga no longer waits for: it
+    was answered, timed out, or (a retry timer) already started. Such an input ignored is a
+    redelivery or a late copy: a duplicate, not news."""
+    i = d.index(e.step)
+    assert i is not None
+    s = state.steps[i]
+    issued = s.compensation_attempts if e.compensation else s.attempts
+    if isinstance(e, TimerDue) and e.kind == "retry":
+        return issued >= e.attempt
+    if isinstance(e, Reply) and e.kind == ("completed" if e.compensation else "compensated"):
+        return False  # the wrong kind for its direction: malformed, not a copy
+    waiting = (
+        (StepStatus.COMPENSATING,) if e.compensation else (StepStatus.RUNNING, StepStatus.WAITING)
+    )
+    return issued > e.attempt or (issued == e.attempt and s.status not in waiting)
+
+
 def _shown(text: object) -> str:
     """Outside text (a signal's name or sender) as it goes into a note: one short line."""
     if isinstance(text, str) and text.isprintable() and len(text) <= 64 and text.strip():
@@ -154,7 +183,10 @@ def describe_event(event: Event) -> str:
     """An input in a few words, as history notes name it (`completed hotel#2`)."""
     if isinstance(event, Reply):
         side = " compensation" if event.compensation else ""
-        return f"{event.kind}{side} {event.step}#{event.attempt}"
+        # "retryable" is the one part of a reply that decides its fate and is not otherwise in
+        # the history: written here, a recorded history replays (`saga replay`) from Redis
+        again = " retryable" if event.kind == "failed" and event.retryable else ""
+        return f"{event.kind}{side} {event.step}#{event.attempt}{again}"
     if isinstance(event, TimerDue):
         side = " compensation" if event.compensation else ""
         return f"{event.kind}{side} timer {event.step}#{event.attempt}"

@@ -164,6 +164,10 @@ class Transition:
     cancel_timers: tuple[str, ...] = ()
     #: a reply that answers no command the saga issued: ignored, and counted apart
     stray: bool = False
+    #: a reply or timer for an attempt the saga no longer waits for (answered, timed out or
+    #: already fired), or a refused signal: ignored; an exact copy of an input the history
+    #: holds is not recorded again and is counted as a duplicate (step.lua)
+    duplicate: bool = False
 
 
 def command_id(saga_id: str, step: str, compensation: bool, attempt: int) -> str:

@@ -1,7 +1,7 @@
 """The daemon loop: consume a batch, decode, load, decide, write, publish, commit.
 
 Ordering and safety, in one place:
-- each input's effects (state, history, outbox, timers, dedupe id, offset) are written by one
+- each input's effects (state, history, outbox, timers, dedupe id) are written by one
   atomic `step.lua` call, guarded by the saga's version (no stale writer) and the input's id
   (effectively once);
 - commands are published from the outbox after the write, and removed only once Kafka acked
@@ -35,13 +35,13 @@ from infra.errors import is_transient
 from infra.retry import Backoff, Stopped, retry
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.decide import decide
-from orchestrator.core.model import Event, Reply, SagaState, Start
+from orchestrator.core.model import Event, Operator, Reply, SagaState, Start
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.publish import Outgoing, Poison, Publisher
 from orchestrator.engine.relay import Relay
 from orchestrator.engine.sagas import SagaModules
 from orchestrator.engine.statecodec import to_fields
-from orchestrator.engine.store import RedisStore, Write
+from orchestrator.engine.store import SEEN_CAP, RedisStore, Write
 from orchestrator.engine.translate import UnknownStart, command_record, dedupe_id, to_event
 from orchestrator.errors import ConflictError
 from orchestrator.telemetry.logs import saga_extra
@@ -115,7 +115,6 @@ class Orchestrator:
             self.redis,
             Keys(s.key_prefix),
             self.registry,
-            s.group,
             s.retention_s,
             s.tombstone_retention_s,
         )
@@ -319,6 +318,12 @@ class Orchestrator:
                     continue
                 if res.status == "duplicate":
                     self.metrics.duplicates += 1
+                elif res.status == "refused":  # nothing written; a person must look
+                    reason = (
+                        f"saga {w.saga_id} remembers {SEEN_CAP} operator commands, the most it"
+                        " keeps; this one is not applied"
+                    )
+                    job.poison.append(Poison(inp.record, "too_many_operator_commands", reason))
                 else:  # "conflict", or "error": Redis refused this step (nothing written)
                     job.todo.append(inp)
                     failure = failure or res.error
@@ -334,7 +339,7 @@ class Orchestrator:
         expired (`gone`: its tombstone is there) is a duplicate start: counted, logged, and
         neither written nor dead-lettered."""
         assert self.store is not None
-        states = {sid: self.store.parse(raw) for sid, raw in raws.items()}
+        states = {sid: self.store.parse(raw, sid) for sid, raw in raws.items()}
         chains: dict[str, list[tuple[Input, Write | Poison]]] = {}
         now = int(time.time() * 1000)
         for inp in todo:
@@ -388,10 +393,15 @@ class Orchestrator:
             transition=t,
             definition=d,
             before_status=state.status.value if state else None,
-            offset_field=f"{r.topic}:{r.partition}",
-            offset=r.offset,
             outbox=outbox,
             event_name=type(msg).__name__,
+            remember=(
+                "start"
+                if isinstance(inp.event, Start) and t.outcome == "applied"
+                else "seen"
+                if isinstance(inp.event, Operator)
+                else ""
+            ),
             fields=to_fields(t.state, d) if t.outcome == "applied" else {},
         )
 

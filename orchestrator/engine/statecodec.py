@@ -1,12 +1,34 @@
 """SagaState <-> the flat, human-readable fields of the saga's Redis hash.
 
-`redis-cli HGETALL saga:<id>` shows, in plain text: type, definition_version, state,
-current_step, step.<name>.status / attempts / result / error, last_error, version, created_at,
-updated_at, state_entered_at, correlation_id and the order data as JSON.
+`redis-cli HGETALL saga:<id>` shows, in plain text: type, state, current_step, version,
+created_at, updated_at, the order data as JSON, and one field per step that has begun:
+
+    step.reserve_inventory   completed a=1 {"reservationId":"res-7"}
+    step.process_payment     compensation_failed a=1 c=2 floors=0/1 {"chargeId":"ch-7"}
+    step.process_payment.error   card declined
+
+(status, then `a=` attempts, `c=` compensation attempts, `may_have_run`, `floors=` retry floors
+after a person's retry, then the step's result). Fields at their default are left out: no
+`last_error` while there is none, no `state_entered_at` while it equals `updated_at`, no
+`correlation_id` while it is the saga id, no `definition_version` while it is 1, no field for a
+step that has not begun.
+
+Why so lean: Redis keeps a hash compact (a listpack, a few bytes per field) only while it has at
+most `hash-max-listpack-entries` (512) fields and every field and value is at most
+`hash-max-listpack-value` (64) bytes; past either it becomes a hash table at about 5x the
+memory. So a value longer than 64 bytes (the order data, a long result or error) is split into
+`<field>`, `<field>~2`, `<field>~3`, ... of at most 64 bytes each, read back joined (up to 16
+pieces: a longer value stays whole, and that saga's hash is a hash table).
+
+The layout before this one (one field per step attribute, `step.<name>.status`, `saga_id`,
+`current_step_index`, every field always present, `data` in one piece) is still read: a saga
+written by an older version loads the same, and its next step rewrites it in this layout
+(`Write.dropped` removes the old fields).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +36,14 @@ import orjson
 
 from orchestrator.core.definition import SagaDefinition
 from orchestrator.core.model import SagaState, Status, StepState, StepStatus
+
+#: Redis's default `hash-max-listpack-value`: longer values are split (see above)
+CHUNK_BYTES = 64
+#: a value longer than this many pieces stays whole: the hash would not stay compact anyway, and
+#: a large order must not become thousands of fields
+MAX_PIECES = 16
+_CHUNK = re.compile(r"^(.*)~([0-9]+)$")
+_OLD_STEP_FIELDS = ("status", "attempts", "compensation_attempts", "result", "may_have_run")
 
 
 def iso(ms: int) -> str:
@@ -28,34 +58,99 @@ def from_iso(text: str) -> int:
     return (datetime.fromisoformat(text) - _EPOCH) // timedelta(milliseconds=1)
 
 
+def step_text(s: StepState) -> str:
+    """One step as one readable value: `completed a=1 {"reservationId":"res-7"}`."""
+    parts = [s.status.value]
+    if s.attempts:
+        parts.append(f"a={s.attempts}")
+    if s.compensation_attempts:
+        parts.append(f"c={s.compensation_attempts}")
+    if s.may_have_run:
+        parts.append("may_have_run")
+    if s.attempt_floor or s.compensation_floor:
+        parts.append(f"floors={s.attempt_floor}/{s.compensation_floor}")
+    if s.result is not None:
+        parts.append(orjson.dumps(s.result).decode())
+    return " ".join(parts)
+
+
+def parse_step(text: str, error: str = "") -> StepState:
+    """Inverse of `step_text` (the result, a JSON object, is whatever follows the first ` {`)."""
+    head, brace, rest = text.partition(" {")
+    tokens = head.split()
+    found = dict(t.split("=", 1) for t in tokens[1:] if "=" in t)
+    floors = found.get("floors", "0/0").split("/")
+    return StepState(
+        status=StepStatus(tokens[0]),
+        attempts=int(found.get("a", "0")),
+        compensation_attempts=int(found.get("c", "0")),
+        result=orjson.loads("{" + rest) if brace else None,
+        error=error,
+        may_have_run="may_have_run" in tokens[1:],
+        attempt_floor=int(floors[0]),
+        compensation_floor=int(floors[1]),
+    )
+
+
 def to_fields(state: SagaState, definition: SagaDefinition) -> dict[str, str]:
-    current = definition.steps[state.current_step].name if state.steps else ""
+    """The hash of a saga: only what is not at its default, long values split (see above)."""
     fields = {
-        "saga_id": state.saga_id,
         "type": state.saga_type,
-        "definition_version": str(state.definition_version),
         "state": state.status.value,
-        "current_step": current,
-        "current_step_index": str(state.current_step),
+        "current_step": definition.steps[state.current_step].name if state.steps else "",
         "version": str(state.version),
         "created_at": iso(state.created_ms),
         "updated_at": iso(state.updated_ms),
-        "state_entered_at": iso(state.entered_ms),
-        "correlation_id": state.correlation_id,
-        "traceparent": state.traceparent,
-        "last_error": state.last_error,
-        "data": orjson.dumps(state.data).decode(),
     }
+    if state.definition_version != 1:
+        fields["definition_version"] = str(state.definition_version)
+    if state.entered_ms != state.updated_ms:
+        fields["state_entered_at"] = iso(state.entered_ms)
+    if state.correlation_id != state.saga_id:
+        fields["correlation_id"] = state.correlation_id
+    if state.traceparent:
+        fields["traceparent"] = state.traceparent
+    if state.last_error:
+        fields["last_error"] = state.last_error
+    if state.data:
+        fields["data"] = orjson.dumps(state.data).decode()
     for sd, s in zip(definition.steps, state.steps, strict=True):
-        p = f"step.{sd.name}."
-        fields[p + "status"] = s.status.value
-        fields[p + "attempts"] = str(s.attempts)
-        fields[p + "compensation_attempts"] = str(s.compensation_attempts)
-        fields[p + "result"] = orjson.dumps(s.result).decode() if s.result is not None else ""
-        fields[p + "error"] = s.error
-        fields[p + "may_have_run"] = "yes" if s.may_have_run else "no"
-        fields[p + "retry_floors"] = f"{s.attempt_floor}/{s.compensation_floor}"
-    return fields
+        if s != StepState():
+            fields[f"step.{sd.name}"] = step_text(s)
+        if s.error:
+            fields[f"step.{sd.name}.error"] = s.error
+    return split_long(fields)
+
+
+def split_long(fields: dict[str, str]) -> dict[str, str]:
+    """Values over `CHUNK_BYTES` (up to `MAX_PIECES` of them) as `<field>`, `<field>~2`, ...
+    (cut between characters)."""
+    out: dict[str, str] = {}
+    for name, value in fields.items():
+        raw = value.encode()
+        if len(raw) <= CHUNK_BYTES or len(raw) > CHUNK_BYTES * MAX_PIECES:
+            out[name] = value
+            continue
+        part, start = 1, 0
+        while start < len(raw):
+            end = min(start + CHUNK_BYTES, len(raw))
+            while end < len(raw) and raw[end] & 0xC0 == 0x80:  # inside a UTF-8 character
+                end -= 1
+            out[name if part == 1 else f"{name}~{part}"] = raw[start:end].decode()
+            part, start = part + 1, end
+    return out
+
+
+def join_long(fields: dict[str, str]) -> dict[str, str]:
+    """Inverse of `split_long`: each `<field>~n` appended to `<field>`, in order."""
+    parts = [(m.group(1), int(m.group(2)), v) for k, v in fields.items() if (m := _CHUNK.match(k))]
+    if not parts:
+        return fields
+    out = {k: v for k, v in fields.items() if not _CHUNK.match(k)}
+    for name, _, value in sorted(parts, key=lambda p: (p[0], p[1])):
+        if name in out:
+            out[name] += value
+    return out
 
 
 def decode_fields(raw: dict[Any, Any]) -> dict[str, str]:
@@ -75,38 +170,100 @@ def saga_type_of(raw: dict[Any, Any]) -> tuple[str, int] | None:
     return f["type"], int(f.get("definition_version", "1"))
 
 
-def from_fields(raw: dict[Any, Any], definition: SagaDefinition) -> SagaState:
-    f = decode_fields(raw)
-    steps = []
-    for sd in definition.steps:
-        p = f"step.{sd.name}."
-        result = f.get(p + "result", "")
-        floors = f.get(p + "retry_floors", "0/0").split("/")
-        steps.append(
-            StepState(
-                status=StepStatus(f.get(p + "status", "pending")),
-                attempts=int(f.get(p + "attempts", "0")),
-                compensation_attempts=int(f.get(p + "compensation_attempts", "0")),
-                result=orjson.loads(result) if result else None,
-                error=f.get(p + "error", ""),
-                may_have_run=f.get(p + "may_have_run") == "yes",
-                attempt_floor=int(floors[0]),
-                compensation_floor=int(floors[1]),
-            )
-        )
+def read_step(f: dict[str, str], name: str) -> StepState:
+    """One step from joined fields, in either layout."""
+    p = f"step.{name}"
+    if p in f:
+        return parse_step(f[p], f.get(p + ".error", ""))
+    if p + ".status" not in f:  # not begun
+        return StepState()
+    result = f.get(p + ".result", "")
+    floors = f.get(p + ".retry_floors", "0/0").split("/")
+    return StepState(
+        status=StepStatus(f[p + ".status"]),
+        attempts=int(f.get(p + ".attempts", "0")),
+        compensation_attempts=int(f.get(p + ".compensation_attempts", "0")),
+        result=orjson.loads(result) if result else None,
+        error=f.get(p + ".error", ""),
+        may_have_run=f.get(p + ".may_have_run") == "yes",
+        attempt_floor=int(floors[0]),
+        compensation_floor=int(floors[1]),
+    )
+
+
+def step_names(f: dict[str, str]) -> list[str]:
+    """The steps a hash names, in either layout (for a type this process does not know)."""
+    names = []
+    for k in f:
+        if k.startswith("step.") and not _CHUNK.match(k):
+            name = k[len("step.") :]
+            if name.endswith(".status"):
+                names.append(name[: -len(".status")])
+            elif not any(
+                name.endswith(f".{x}") for x in (*_OLD_STEP_FIELDS, "error", "retry_floors")
+            ):
+                names.append(name)
+    return names
+
+
+def from_fields(raw: dict[Any, Any], definition: SagaDefinition, saga_id: str = "") -> SagaState:
+    """The saga from its hash, in either layout; `saga_id` is the key's (this layout does not
+    repeat it in a field)."""
+    f = join_long(decode_fields(raw))
+    sid = f.get("saga_id") or saga_id
+    current = definition.index(f.get("current_step", "")) or 0
+    updated = f["updated_at"]
     return SagaState(
-        saga_id=f["saga_id"],
+        saga_id=sid,
         saga_type=f["type"],
-        definition_version=int(f["definition_version"]),
+        definition_version=int(f.get("definition_version", "1")),
         status=Status(f["state"]),
-        current_step=int(f.get("current_step_index", "0")),
-        steps=tuple(steps),
+        current_step=int(f.get("current_step_index", current)),
+        steps=tuple(read_step(f, sd.name) for sd in definition.steps),
         data=orjson.loads(f.get("data") or "{}"),
         version=int(f["version"]),
         created_ms=from_iso(f["created_at"]),
-        updated_ms=from_iso(f["updated_at"]),
-        entered_ms=from_iso(f["state_entered_at"]),
-        correlation_id=f.get("correlation_id", ""),
+        updated_ms=from_iso(updated),
+        entered_ms=from_iso(f.get("state_entered_at") or updated),
+        correlation_id=f.get("correlation_id") or sid,
         traceparent=f.get("traceparent", ""),
         last_error=f.get("last_error", ""),
     )
+
+
+def logical_fields(
+    raw: dict[Any, Any], definition: SagaDefinition | None = None, saga_id: str = ""
+) -> dict[str, str]:
+    """The hash, in either layout, as one field per attribute with the defaults filled in
+    (`step.<name>.status`, `.attempts`, `.compensation_attempts`, `.result`, `.error`,
+    `.may_have_run`, `.retry_floors`, `last_error`, ...): what `saga status` and the HTTP API
+    show. Steps come from `definition` when given, else from the fields the hash has; a step
+    whose fields do not parse (a hash edited by hand) is shown as its fields stand."""
+    f = join_long(decode_fields(raw))
+    if not f:
+        return {}
+    out = {k: v for k, v in f.items() if not k.startswith("step.") and k != "current_step_index"}
+    out.setdefault("saga_id", saga_id)
+    out.setdefault("definition_version", "1")
+    out.setdefault("state_entered_at", f.get("updated_at", ""))
+    out.setdefault("correlation_id", out["saga_id"])
+    for name in ("last_error", "traceparent", "data"):
+        out.setdefault(name, "")
+    names = [s.name for s in definition.steps] if definition else []
+    for name in names + [n for n in step_names(f) if n not in names]:
+        p = f"step.{name}."
+        try:
+            s = read_step(f, name)
+        except (ValueError, KeyError, IndexError):  # written by hand: shown as it stands
+            out |= {k: v for k, v in f.items() if k == p[:-1] or k.startswith(p)}
+            continue
+        out |= {
+            p + "status": s.status.value,
+            p + "attempts": str(s.attempts),
+            p + "compensation_attempts": str(s.compensation_attempts),
+            p + "result": orjson.dumps(s.result).decode() if s.result is not None else "",
+            p + "error": s.error,
+            p + "may_have_run": "yes" if s.may_have_run else "no",
+            p + "retry_floors": f"{s.attempt_floor}/{s.compensation_floor}",
+        }
+    return out

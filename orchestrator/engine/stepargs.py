@@ -21,13 +21,12 @@ class StepKeys:
     """Every key one step touches (KEYS, in this order)."""
 
     saga: str  # the hash a person reads with HGETALL
-    history: str  # stream of transitions
+    history: str  # list of transitions (orchestrator/engine/history.py), capped
     seen: str  # ids of inputs already applied
     outbox: str  # commands not yet acknowledged by Kafka
     timers: str  # sorted set of due timers
     old_index: str  # the state index the saga leaves
     new_index: str  # the state index it enters
-    offsets: str  # highest input offset applied, per topic-partition
     tombstone: str  # keeps a finished saga's id taken after its keys expired
 
     def as_list(self) -> list[str]:
@@ -44,13 +43,18 @@ class StepArgs:
     saga_id: str
     entered_ms: int  # when the saga entered its (new) state: the index score
     state_changed: bool
-    offset_field: str  # "<topic>:<partition>" of the input
-    offset: int
     final: bool  # completed/failed/needs-intervention: the keys get the retention TTL
     retention_s: int  # 0 = keep forever
     tombstone_retention_s: int  # how long the id stays taken; 0 = no tombstone
     fields: list[str]  # hash fields that changed, as field, value, ...
-    history: list[str]  # the history entry, as field, value, ...
+    drop_fields: list[str]  # hash fields to remove (back at their default, or an older layout)
+    history: str  # the history entry (`history.encode`); '' = none
+    history_cap: int  # entries a saga's history keeps
+    remember: str  # 'start': the id goes in the hash; 'seen': in the seen set; '': not kept
+    #: an ignored duplicate (`Transition.duplicate`): when the history already holds an entry
+    #: for message_id, this is an exact copy and nothing is written (the step returns {0})
+    skip_recorded: bool
+    seen_cap: int  # ids the seen set holds at most
     timers: list[str]  # timers to set, as score, member, ...
     cancel_timers: list[str]  # timer members to remove
 

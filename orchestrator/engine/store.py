@@ -18,9 +18,17 @@ from redis.asyncio import Redis
 from infra.redis import decoding_twin
 from orchestrator.core.definition import Registry, SagaDefinition
 from orchestrator.core.model import FINAL, SagaState, Transition
+from orchestrator.engine import history as saga_history
+from orchestrator.engine.history import HISTORY_CAP
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.statecodec import decode_fields, from_fields, iso, saga_type_of
 from orchestrator.engine.stepargs import StepArgs, StepKeys, script_argv
+
+#: operator commands a saga remembers (their ids, so a copy never applies twice); one more is
+#: refused and dead-lettered rather than forgotten (invariant 10, bounded)
+SEEN_CAP = 64
+#: hash fields that are not the saga's state (`to_fields`) and stay when a step rewrites it
+KEPT = frozenset({"start_input"})
 
 
 def _lua(name: str) -> str:
@@ -56,10 +64,11 @@ class Write:
     transition: Transition
     definition: SagaDefinition
     before_status: str | None
-    offset_field: str
-    offset: int
     outbox: list[OutboxEntry] = field(default_factory=list)
     event_name: str = ""
+    #: how the input's id is remembered: "start" (a new saga), "seen" (an operator command)
+    #: or "" (replies and timers: the state itself ignores a copy; see step.lua)
+    remember: str = ""
     outbox_ids: list[bytes] = field(default_factory=list)
     #: the hash as it stands before this write; only fields that differ are sent
     before_fields: dict[str, str] = field(default_factory=dict)
@@ -69,7 +78,7 @@ class Write:
 
 @dataclass(frozen=True)
 class WriteResult:
-    status: str  # "ok" | "duplicate" | "conflict" | "error" (nothing written)
+    status: str  # "ok" | "duplicate" | "conflict" | "refused" | "error" (nothing written)
     outbox_ids: list[bytes]
     error: Exception | None = None
 
@@ -80,14 +89,12 @@ class RedisStore:
         redis: Redis,
         keys: Keys,
         registry: Registry,
-        group: str,
         retention_s: int,
         tombstone_retention_s: int = 0,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.registry = registry
-        self.group = group
         self.retention_s = retention_s
         self.tombstone_retention_s = tombstone_retention_s
         self._step = redis.register_script(_lua("step.lua"))
@@ -102,11 +109,11 @@ class RedisStore:
         t = saga_type_of(raw)
         return self.registry.version(*t) if t else None
 
-    def parse(self, raw: dict[Any, Any]) -> SagaState | None:
+    def parse(self, raw: dict[Any, Any], saga_id: str) -> SagaState | None:
         if not raw:
             return None
         d = self.definition_for(raw)
-        return from_fields(raw, d) if d else None
+        return from_fields(raw, d, saga_id) if d else None
 
     async def load_raw(
         self, saga_ids: list[str], starting: Collection[str] = ()
@@ -139,29 +146,21 @@ class RedisStore:
             timers=k.timers,
             old_index=k.index(w.before_status or new_status),
             new_index=k.index(new_status),
-            offsets=k.offsets(self.group),
             tombstone=k.tombstone(w.saga_id),
         )
-        # Only what changed: a step touches a handful of the ~45 fields.
+        # Only what changed: a step touches a handful of fields. A field left out now (back at
+        # its default, a shorter value needs fewer pieces, or the layout of an older version)
+        # is removed.
         changed = (
             [x for k, v in w.fields.items() if w.before_fields.get(k) != v for x in (k, v)]
             if applied
             else []
         )
-        history = [
-            "at",
-            iso(state.updated_ms if applied else int(time.time() * 1000)),
-            "event",
-            w.event_name,
-            "outcome",
-            t.outcome,
-            "state",
-            new_status,
-            "note",
-            t.note,
-            "input",
-            w.message_id,
-        ]
+        dropped = (
+            [k for k in w.before_fields if k not in w.fields and k not in KEPT] if applied else []
+        )
+        at = iso(state.updated_ms if applied else int(time.time() * 1000))
+        entry = saga_history.encode(at, w.event_name, t.outcome, new_status, t.note, w.message_id)
         args = StepArgs(
             # A stray reply is recorded but its id is not remembered: a forger who reuses the
             # id of a genuine reply must not make the genuine one look like a duplicate.
@@ -171,13 +170,16 @@ class RedisStore:
             saga_id=w.saga_id,
             entered_ms=state.entered_ms,
             state_changed=applied and w.before_status != new_status,
-            offset_field=w.offset_field,
-            offset=w.offset,
             final=state.status in FINAL,
             retention_s=self.retention_s,
             tombstone_retention_s=self.tombstone_retention_s,
             fields=changed,
-            history=history,
+            drop_fields=dropped,
+            history=entry,
+            history_cap=HISTORY_CAP,
+            remember="" if t.stray else w.remember,
+            skip_recorded=t.duplicate and not applied,
+            seen_cap=SEEN_CAP,
             timers=[x for timer in t.timers for x in (str(timer.due_ms), timer.member)],
             cancel_timers=list(t.cancel_timers),
         )
@@ -201,7 +203,7 @@ class RedisStore:
                 out.append(WriteResult("error", [], r))
                 continue
             code = int(r[0])
-            status = "ok" if code == 1 else "duplicate" if code == 0 else "conflict"
+            status = {1: "ok", 0: "duplicate", -2: "refused"}.get(code, "conflict")
             out.append(WriteResult(status, list(r[1:]) if code == 1 else []))
         return out
 
@@ -240,6 +242,5 @@ class RedisStore:
             await self.redis.zadd(self.keys.timers, dict(due_ms), xx=True)
 
     # ---- history ----
-    async def history(self, saga_id: str, count: int = 1000) -> list[dict[str, str]]:
-        rows: Any = await self.redis.xrange(self.keys.history(saga_id), count=count)
-        return [{k.decode(): v.decode() for k, v in f.items()} for _, f in rows]
+    async def history(self, saga_id: str, count: int = HISTORY_CAP) -> list[dict[str, str]]:
+        return await saga_history.read(self.redis, self.keys.history(saga_id), count)

@@ -30,7 +30,7 @@ async def status(
     out: Output,
     saga_id: str = typer.Argument(..., help="The saga id."),
 ) -> None:
-    """State, steps and the timeline (the history stream) of one saga."""
+    """State, steps and the timeline (the history) of one saga."""
     sid = validate.saga_id(saga_id)
     async with saga_query(settings) as q:
         t = await signals.target(q, sid)

@@ -1,6 +1,6 @@
 """Read-only questions about sagas, answered from Redis: status, lists and stuck sagas.
 
-Uses the keys of `orchestrator.engine.keys`: the saga hash, its history stream and the state indexes
+Uses the keys of `orchestrator.engine.keys`: the saga hash, its history and the state indexes
 (sorted sets scored by the time, in ms, the saga entered the state). Nothing here writes.
 """
 
@@ -16,13 +16,19 @@ from redis.asyncio import Redis
 
 from orchestrator.core.definition import Registry
 from orchestrator.core.model import FINAL, Status
+from orchestrator.engine import history as saga_history
+from orchestrator.engine.history import HISTORY_CAP
 from orchestrator.engine.keys import Keys
-from orchestrator.engine.statecodec import from_iso
+from orchestrator.engine.statecodec import from_iso, logical_fields
 from orchestrator.ops import NotFoundError
 
 #: states a saga can be stuck in (not final)
 OPEN_STATES = tuple(s.value for s in Status if s not in FINAL)
-_SUMMARY_FIELDS = ("type", "state", "current_step", "updated_at", "state_entered_at", "last_error")
+#: a list shows the first piece of a long `last_error` (statecodec splits values over 64 bytes)
+_SUMMARY_FIELDS = (
+    *("type", "state", "current_step", "updated_at", "state_entered_at", "last_error"),
+    "last_error~2",
+)
 #: index entries read per round trip while paging (at least, at most)
 PAGE_MIN, PAGE_MAX = 100, 1000
 _STEP_FIELDS = ("status", "attempts", "compensation_attempts", "error", "result", "may_have_run")
@@ -93,15 +99,12 @@ class SagaQuery:
         self.keys = keys
         self.registry = registry
 
-    async def status(self, saga_id: str, history_limit: int = 1000) -> SagaStatus:
-        async with self.redis.pipeline(transaction=False) as p:
-            p.hgetall(self.keys.saga(saga_id))
-            p.xrange(self.keys.history(saga_id), count=history_limit)
-            raw, history = await p.execute()
+    async def status(self, saga_id: str, history_limit: int = HISTORY_CAP) -> SagaStatus:
+        raw = await self.redis.hgetall(self.keys.saga(saga_id))
         if not raw:
             raise NotFoundError(f"no saga {saga_id!r} (unknown id, or it expired)")
-        f = {text(k): text(v) for k, v in raw.items()}
-        timeline = [{text(k): text(v) for k, v in entry.items()} for _, entry in history]
+        f = logical_fields({text(k): text(v) for k, v in raw.items()}, None, saga_id)
+        timeline = await saga_history.read(self.redis, self.keys.history(saga_id), history_limit)
         return SagaStatus(
             saga_id=f.get("saga_id", saga_id),
             saga_type=f.get("type", ""),
@@ -243,7 +246,9 @@ class SagaQuery:
         for sid, row in zip(saga_ids, rows, strict=True):
             if row[1] is None:  # expired since the index was read
                 continue
-            saga_type, state, step, updated, entered, error = (text(v or b"") for v in row)
+            saga_type, state, step, updated, entered, error, more = (text(v or b"") for v in row)
+            entered = entered or updated  # left out while equal (statecodec)
+            error += "..." if more else ""
             out.append(
                 SagaSummary(
                     sid,
@@ -257,6 +262,15 @@ class SagaQuery:
                 )
             )
         return out
+
+    async def correlation_ids(self, saga_ids: list[str]) -> dict[str, str]:
+        """Each existing saga's correlation id, in one round trip (the hash leaves it out while
+        it is the saga id, statecodec); sagas gone meanwhile are left out."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for sid in saga_ids:
+                p.hmget(self.keys.saga(sid), ["correlation_id", "type"])
+            rows = await p.execute()
+        return {sid: text(c) if c else sid for sid, (c, t) in zip(saga_ids, rows, strict=True) if t}
 
     async def counts_by_state(self) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as p:

@@ -34,7 +34,12 @@ COUNTERS = (
         "Sagas whose compensation could not finish; a person must act.",
     ),
     ("inputs", "saga_inputs_total", "Inputs decoded (starts, replies, timers, operator commands)."),
-    ("duplicates", "saga_inputs_duplicate_total", "Inputs recognised as seen before."),
+    (
+        "duplicates",
+        "saga_inputs_duplicate_total",
+        "Inputs recognised as seen before: a start or operator command again, or a reply or"
+        " timer for an attempt the saga no longer waits for.",
+    ),
     (
         "duplicate_starts",
         "saga_starts_duplicate_total",
@@ -164,6 +169,8 @@ class Metrics:
         state = t.state
         if t.stray:
             self.stray_replies += 1
+        if t.duplicate:  # recorded once as ignored; exact copies come back as "duplicate"
+            self.duplicates += 1
         if state is None or t.outcome != "applied":
             return
         if is_start and before is None:

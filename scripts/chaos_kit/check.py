@@ -30,7 +30,10 @@ from schemas.dlq import H_ERROR_CLASS, H_ERROR_MESSAGE, H_SOURCE, header
 from scripts.chaos_kit.traffic import Order
 
 FINAL = ("completed", "failed", "needs_intervention")
-NOTIFY_STATUS = "step.send_confirmation.status"
+#: the notification step: `<status> a=<attempts> ...` (and the older layout's `.status` field)
+NOTIFY_STEP = "step.send_confirmation"
+#: its status among the fields `statecodec.logical_fields` shows (what tests read)
+NOTIFY_STATUS = NOTIFY_STEP + ".status"
 ZERO = Decimal(0)
 
 
@@ -196,9 +199,11 @@ async def read_sagas(redis: Redis, keys: Keys, saga_ids: Sequence[str]) -> dict[
         chunk = saga_ids[i : i + 500]
         async with redis.pipeline(transaction=False) as p:
             for sid in chunk:
-                p.hmget(keys.saga(sid), ["state", NOTIFY_STATUS])
+                p.hmget(keys.saga(sid), ["state", NOTIFY_STEP, NOTIFY_STATUS])
             rows = await p.execute()
-        out.update((sid, Saga(*row)) for sid, row in zip(chunk, rows, strict=True))
+        for sid, (state, step, old) in zip(chunk, rows, strict=True):
+            status = step.split(" ", 1)[0] if step else old
+            out[sid] = Saga(state, status if status or state is None else "pending")
     return out
 
 

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from infra import redis as redis_factory
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.definition import Registry
+from orchestrator.engine import history as saga_history
 from orchestrator.engine.daemon import Orchestrator
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.sagas import SagaModules
+from orchestrator.engine.statecodec import logical_fields
 from orchestrator.runner import http_beside
 from participants.samples.order import saga as order_saga
 from schemas.config import Settings
@@ -72,10 +74,13 @@ class SagaReader:
         return await self.redis.hget(self.keys.saga(saga_id), "state")
 
     async def fields(self, saga_id: str) -> dict[str, str]:
-        return await self.redis.hgetall(self.keys.saga(saga_id))
+        """The saga's fields, one per attribute (`statecodec.logical_fields`), the order
+        saga's steps included while pending."""
+        raw = await self.redis.hgetall(self.keys.saga(saga_id))
+        return logical_fields(raw, ORDER_FAST, saga_id)
 
     async def history(self, saga_id: str) -> list[dict[str, str]]:
-        return [f for _, f in await self.redis.xrange(self.keys.history(saga_id))]
+        return await saga_history.read(self.redis, self.keys.history(saga_id))
 
     async def wait_final(self, saga_ids: list[str], timeout_s: float = 60) -> dict[str, str]:
         states: dict[str, str | None] = {}

@@ -6,29 +6,75 @@
 --          one argument instead of dozens, because packing arguments is the client's main cost.
 -- ARGV[2..]: the outbox entries as (key, value, headers) triples, binary-safe.
 -- Returns {1, outbox ids...} when applied, {0} for an input seen before,
---         {-1, current version} when another writer got there first.
+--         {-1, current version} when another writer got there first,
+--         {-2, remembered ids} when the input must be remembered and the saga remembers no more.
+--
+-- Which inputs are remembered (effectively once, DESIGN invariant 3): replies and timers are
+-- not; they carry the step, direction and attempt they answer, attempts only grow, and the
+-- core applies one only while the saga waits for exactly that, so a copy that comes again is
+-- ignored by the state itself. The start's id is kept in the hash (`start_input`), so a replay
+-- of the start is not even recorded. Operator commands (retry, resume, skip a compensation)
+-- would apply again in a state they apply to: their ids go in the `seen` set, at most
+-- A.seen_cap of them. Sagas written by an older version have every id in `seen`.
+-- A reply or timer the state ignores as a duplicate (A.skip_recorded) is recorded in the
+-- history only the first time its id comes: a copy of an input the history already holds
+-- returns {0} and writes nothing, so a storm of copies cannot push real transitions out of
+-- the capped history. The scan runs only on that path, never for an input that applies.
 
-local KEY_NAMES = {'saga', 'history', 'seen', 'outbox', 'timers', 'old_index', 'new_index', 'offsets',
-                   'tombstone'}
+local KEY_NAMES = {'saga', 'history', 'seen', 'outbox', 'timers', 'old_index', 'new_index', 'tombstone'}
 local K = {}
 for i, name in ipairs(KEY_NAMES) do
   K[name] = KEYS[i]
 end
 local A = cjson.decode(ARGV[1])
 
-if A.message_id ~= '' and redis.call('SISMEMBER', K.seen, A.message_id) == 1 then
-  return {0}
+if A.message_id ~= '' then
+  if redis.call('HGET', K.saga, 'start_input') == A.message_id
+      or redis.call('SISMEMBER', K.seen, A.message_id) == 1 then
+    return {0}
+  end
 end
 local current = tonumber(redis.call('HGET', K.saga, 'version') or '0')
 if current ~= A.expected_version then
   return {-1, current}
 end
+if A.skip_recorded and A.message_id ~= '' and redis.call('TYPE', K.history).ok == 'list' then
+  for _, e in ipairs(redis.call('LRANGE', K.history, 0, -1)) do
+    local ok, entry = pcall(cjson.decode, e)  -- an entry written by hand may not be JSON
+    if ok and type(entry) == 'table' and entry[6] == A.message_id then
+      return {0}
+    end
+  end
+end
+if A.remember == 'seen' then
+  local remembered = redis.call('SCARD', K.seen)
+  if remembered >= A.seen_cap then
+    return {-2, remembered}
+  end
+end
 
+if #A.drop_fields > 0 then
+  redis.call('HDEL', K.saga, unpack(A.drop_fields))
+end
 if #A.fields > 0 then
   redis.call('HSET', K.saga, unpack(A.fields))
 end
-if #A.history > 0 then
-  redis.call('XADD', K.history, '*', unpack(A.history))
+if A.history ~= '' then
+  if redis.call('TYPE', K.history).ok == 'stream' then
+    -- written by an older version: the same entries, as the list this version keeps
+    local rows = redis.call('XRANGE', K.history, '-', '+')
+    redis.call('DEL', K.history)
+    for _, row in ipairs(rows) do
+      local f = {}
+      for i = 1, #row[2], 2 do
+        f[row[2][i]] = row[2][i + 1]
+      end
+      redis.call('RPUSH', K.history, cjson.encode({f.at or '', f.event or '', f.outcome or '',
+                                                   f.state or '', f.note or '', f.input or ''}))
+    end
+  end
+  redis.call('RPUSH', K.history, A.history)
+  redis.call('LTRIM', K.history, -A.history_cap, -1)
 end
 local result = {1}
 for i = 2, #ARGV, 3 do
@@ -41,16 +87,14 @@ if #A.cancel_timers > 0 then
   redis.call('ZREM', K.timers, unpack(A.cancel_timers))
 end
 
-if A.message_id ~= '' then
+if A.remember == 'start' then
+  redis.call('HSET', K.saga, 'start_input', A.message_id)
+elseif A.remember == 'seen' then
   redis.call('SADD', K.seen, A.message_id)
 end
 if A.applied and A.state_changed then
   redis.call('ZREM', K.old_index, A.saga_id)
   redis.call('ZADD', K.new_index, A.entered_ms, A.saga_id)
-end
-local seen_offset = tonumber(redis.call('HGET', K.offsets, A.offset_field) or '-1')
-if A.offset > seen_offset then
-  redis.call('HSET', K.offsets, A.offset_field, A.offset)
 end
 
 if A.applied then

@@ -127,12 +127,8 @@ async def by_correlation_id(
         ids: list[Any] = await q.redis.zrevrange(index, 0, SEARCH_CAP - 1)
         if len(ids) == SEARCH_CAP:
             capped = True
-        names = [text(i) for i in ids]
-        async with q.redis.pipeline(transaction=False) as p:
-            for sid in names:
-                p.hget(q.keys.saga(sid), "correlation_id")
-            values = await p.execute()
-        found += [sid for sid, v in zip(names, values, strict=True) if v and text(v) == needle]
+        corr = await q.correlation_ids([text(i) for i in ids])
+        found += [sid for sid, c in corr.items() if c == needle]
         if len(found) >= limit:
             break
     out = []

@@ -86,7 +86,7 @@ async def submit_and_report(settings: Settings) -> None:
             print(f"  {sid:<24} {states.get(sid) or 'not started':<12} ({expect}) {last_error}")
         sid = orders[1][0]
         print(f"\ninspect one:  redis-cli HGETALL {keys.saga(sid)}")
-        print(f"its history:  redis-cli XRANGE {keys.history(sid)} - +")
+        print(f"its history:  redis-cli LRANGE {keys.history(sid)} 0 -1")
 
 
 def main() -> None:
