@@ -1,6 +1,6 @@
 """`saga` commands for operating sagas: status, list, stuck, retry, abort, resume,
-skip-compensation, signal, and `saga dlq list|show|replay`. (Starting sagas is the saga modules' own
-business: the order sample adds `saga start-order` as a CLI plug-in.)
+skip-compensation, signal, replay (`replay_cli`), and `saga dlq list|show|replay`. (Starting
+sagas is the saga modules' own business: the order sample adds `saga start-order` as a CLI plug-in.)
 
 Each command builds settings (flags, else `SAGA_*` environment variables, else `.env`) and calls
 one function of `orchestrator.ops`. Output is a table for people, `--json` for scripts. Exit
@@ -18,6 +18,7 @@ from orchestrator.ops import InputError, dlq, intervene, kafka, signals, validat
 from orchestrator.ops.command import ops_command, saga_query
 from orchestrator.ops.query import now_ms
 from orchestrator.ops.render import Output
+from orchestrator.ops.replay_cli import replay_history
 
 dlq_app = typer.Typer(help="Inspect and replay the dead-letter topic.", no_args_is_help=True)
 
@@ -318,6 +319,7 @@ def register(app: typer.Typer) -> None:
     app.command("resume")(resume)
     app.command("skip-compensation")(skip_compensation)
     app.command("signal")(signal)
+    app.command("replay")(replay_history)
     dlq_app.command("list")(dlq_list)
     dlq_app.command("show")(dlq_show)
     dlq_app.command("replay")(dlq_replay)
