@@ -25,6 +25,7 @@ from participants.handling import CommandRunner
 from participants.outbox import Outbox
 from participants.outcome import Outcome, reply_record
 from participants.participant import Participant
+from participants.reactions import Delivery, Reactor, route_event
 from participants.routing import DeadLetter, Deliver, route, schema_values
 from participants.runtime import Infra, WorkerStats
 from participants.store import Known, Store
@@ -53,16 +54,35 @@ class BatchProcessor:
         self.log = logging.getLogger(f"participants.{participant.name}")
         self.source = f"participant:{participant.name}"
         self.runner = CommandRunner(settings, participant, store, infra, stats, rng, self.log)
+        self.reactor = Reactor(
+            participant, self.runner, store, infra, stats, options.concurrency, self.log
+        )
 
     async def process(self, batch: Batch) -> bool:
         self.stats.batches += 1
         outbox = Outbox(self.producer, self.infra, self.stats, self.log)
         commands: list[SagaCommand] = []
+        events: list[Delivery] = []
         abandoned = False
         try:
             await self._fetch_schemas(batch)
             for records in batch.values():
                 for rec in records:
+                    if rec.topic == self.participant.events_topic and self.participant.reactions:
+                        d = route_event(rec, self.participant, self.settings.max_message_bytes)
+                        if isinstance(d, Delivery):
+                            events.append(d)
+                        else:
+                            self.stats.skipped += 1
+                            log = self.log.warning if d.poison else self.log.debug
+                            log(
+                                "skipping %s[%d]@%d: %s",
+                                rec.topic,
+                                rec.partition,
+                                rec.offset,
+                                d.why,
+                            )
+                        continue
                     r = route(
                         rec.value,
                         list(rec.headers or ()),
@@ -77,6 +97,8 @@ class BatchProcessor:
                         self.stats.skipped += 1
             if commands:
                 await self._handle_all(commands, outbox)
+            if events:
+                await self.reactor.react_all(events, outbox, self._prepare)
             await outbox.flush()
         except* Stopped:
             abandoned = True

@@ -141,7 +141,7 @@ class Worker:
         try:
             await producer.start()
             await consumer.start()
-            consumer.subscribe([self.settings.commands_topic], listener=_Rebalance(self))
+            consumer.subscribe(self._topics(), listener=_Rebalance(self))
         except KafkaError:
             for client in (consumer, producer):
                 with contextlib.suppress(Exception):
@@ -150,10 +150,17 @@ class Worker:
         self.log.info(
             "%s worker consuming %s as group %s",
             self.participant.name,
-            self.settings.commands_topic,
+            ", ".join(self._topics()),
             group,
         )
         return consumer, producer
+
+    def _topics(self) -> list[str]:
+        """The commands topic, and the domain events topic of a participant that reacts to
+        events (`Participant.on`); one that only reacts does not read commands."""
+        p = self.participant
+        commands = [self.settings.commands_topic] if p.takes_commands else []
+        return commands + ([p.events_topic] if p.reactions else [])
 
     async def _loop(self, consumer: AIOKafkaConsumer, processor: BatchProcessor) -> None:
         poll = partial(

@@ -27,9 +27,24 @@ _COMPENSATION_OPEN = (
 _RUNNING = (StepStatus.RUNNING.value, StepStatus.RETRY_WAIT.value)
 
 
+def tracked(status: SagaStatus) -> str:
+    """Why no operator action applies to a saga the choreography tracker follows ("" for an
+    orchestrated saga): its services act on their own events, and the tracker only records
+    them, so a retry, an abort or a signal would reach nobody."""
+    if status.mode != "choreography":
+        return ""
+    return (
+        f"saga {status.saga_id} is a tracked choreography ({status.saga_type}): its services "
+        "react to each other's events and the tracker only records them, so retry, abort, "
+        "resume, skip-compensation and signals do not apply; act on the services themselves"
+    )
+
+
 def check(status: SagaStatus, action: Action, step: str | None = None) -> None:
     """Raise `RefusedError` with a one-line explanation when `action` cannot apply."""
     sid, state = status.saga_id, status.state
+    if tracked(status):
+        raise RefusedError(tracked(status))
     if state in ("completed", "failed"):
         raise RefusedError(f"saga {sid} is {state}: it is final, nothing to {_verb(action)}")
     if action == "abort":

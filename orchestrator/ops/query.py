@@ -69,6 +69,8 @@ class SagaStatus:
     data: str
     steps: list[Step] = field(default_factory=list)
     timeline: list[dict[str, str]] = field(default_factory=list)
+    #: "choreography" for a saga the tracker follows (orchestrator.engine.tracker), else ""
+    mode: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +122,7 @@ class SagaQuery:
             data=f.get("data", ""),
             steps=self._steps(f),
             timeline=timeline,
+            mode=f.get("mode", ""),
         )
 
     def _steps(self, f: dict[str, str]) -> list[Step]:

@@ -82,6 +82,8 @@ class Output:
             ("correlation id", s.correlation_id),
             ("traceparent", s.traceparent or "-"),
         ]
+        if s.mode:
+            rows.insert(2, ("mode", f"{s.mode} (tracked: read-only)"))
         self.text(table(("field", "value"), rows))
         self.text("")
         self.text(

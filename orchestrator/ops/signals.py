@@ -122,6 +122,8 @@ async def refusal(query: SagaQuery, t: Target, signal_name: str, now: int = 0) -
     daemon records. Without the saga's definition, only what the hash says is checked: the
     saga goes forward and one of its steps is waiting."""
     s = t.status
+    if s.mode == "choreography":  # followed by the tracker: nobody would take the signal
+        return "it is a tracked choreography; the tracker only records its services' events"
     if t.definition is None:
         if s.state not in {x.value for x in FORWARD}:
             return f"saga is {s.state}"
