@@ -49,6 +49,7 @@ class Output:
             ("last error", s.last_error or "-"),
             ("correlation id", s.correlation_id),
             ("traceparent", s.traceparent or "-"),
+            ("redis key", s.key),
         ]
         self.text(table(("field", "value"), rows))
         self.text("")
