@@ -2,16 +2,24 @@
 
 Timeouts are set on every client: connecting waits `connect_timeout_s`; a command waits at least
 10 s (a large pipeline on a busy server is slow, not lost).
+
+With `redis_cluster` (SAGA_REDIS_CLUSTER=true) the asyncio client is redis-py's RedisCluster,
+started from the node in `redis_url`. It serves the same commands the project sends (every key
+of one command or script in one slot: `orchestrator.engine.keys`), so it is typed as `Redis`
+for its callers; the few places that differ (pipelined scripts, the decoding twin) ask
+`is_cluster`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import redis as sync_redis_lib
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from schemas.config import Settings
 
@@ -42,7 +50,14 @@ def _options(settings: Settings, decode: bool, timeout_s: float | None) -> dict[
 
 def client(settings: Settings, *, decode: bool = False, timeout_s: float | None = None) -> Redis:
     """An asyncio client; `decode=True` returns text instead of bytes (decoded in hiredis)."""
-    return Redis.from_url(settings.redis_url, **_options(settings, decode, timeout_s))
+    options = _options(settings, decode, timeout_s)
+    if settings.redis_cluster:
+        return cast(Redis, RedisCluster.from_url(settings.redis_url, **options))
+    return Redis.from_url(settings.redis_url, **options)
+
+
+def is_cluster(redis: Any) -> bool:
+    return isinstance(redis, RedisCluster)
 
 
 def sync_client(
@@ -56,6 +71,15 @@ def sync_client(
 
 def decoding_twin(redis: Redis) -> Redis:
     """A client to the same server with the same settings that decodes replies to text."""
+    if isinstance(redis, RedisCluster):
+        allowed = set(inspect.signature(RedisCluster.__init__).parameters)
+        kwargs = {
+            k: v
+            for k, v in redis.connection_kwargs.items()
+            if k in allowed and k not in ("host", "port", "startup_nodes")
+        }
+        nodes = [ClusterNode(n.host, n.port) for n in redis.startup_nodes]
+        return cast(Redis, RedisCluster(startup_nodes=nodes, **kwargs | {"decode_responses": True}))
     pool = redis.connection_pool
     kwargs = {**pool.connection_kwargs, "decode_responses": True}
     return Redis(connection_pool=pool.__class__(connection_class=pool.connection_class, **kwargs))

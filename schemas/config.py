@@ -52,6 +52,9 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("SAGA_REDIS_URL", "REDIS_URL", "redis_url"),
     )
+    #: a Redis Cluster at redis_url (any of its nodes): redis-py's RedisCluster, and keys
+    #: sharded by the saga's partition (`orchestrator.engine.keys`); topic_partitions shards
+    redis_cluster: bool = False
     schema_registry_url: str | None = None
     commands_topic: str = "saga-commands"
     events_topic: str = "saga-events"

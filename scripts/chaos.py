@@ -135,7 +135,7 @@ class Chaos:
         self.settings = Settings(
             kafka_bootstrap_servers=stack.bootstrap, redis_url=stack.redis_url, **no_env_file
         )
-        self.keys = Keys(self.settings.key_prefix)
+        self.keys = Keys.of(self.settings)
         self.redis: Redis = redis_factory.client(self.settings, decode=True)
         self.kills: Counter[str] = Counter()
         self.up = {t: asyncio.Event() for t in TARGETS}

@@ -3,6 +3,11 @@
 Where the infrastructure comes from, in order: KAFKA_BOOTSTRAP_SERVERS / REDIS_URL when set; else
 testcontainers when a Docker engine answers; else the project's own `scripts/stack up`. With
 CI=true, missing infrastructure fails the run instead of skipping.
+
+Suites that must hold on a Redis Cluster too (the orchestrator end-to-end, crash and invariant
+suites) set `pytestmark = BOTH_REDIS`: each test then runs once on the single Redis and once on
+the cluster of `scripts/stack up --redis-cluster` (SAGA_REDIS_CLUSTER_URL when set, else the
+URL in .stack/cluster.env, else that command is run).
 """
 
 from __future__ import annotations
@@ -75,13 +80,53 @@ def infra() -> Iterator[Infra]:
     yield Infra(f"127.0.0.1:{kport}", f"redis://127.0.0.1:{rport}/0")
 
 
+#: run each test of a module on the single Redis and on the Redis Cluster
+BOTH_REDIS = pytest.mark.parametrize("redis_mode", ["single", "cluster"], indirect=True)
+
+
+def _cluster_url() -> str | None:
+    url = os.environ.get("SAGA_REDIS_CLUSTER_URL")
+    env = ROOT / ".stack" / "cluster.env"
+    if not url and not env.exists():
+        subprocess.run(
+            [str(ROOT / "scripts" / "stack"), "up", "--redis-cluster"],
+            capture_output=True,
+            timeout=600,
+        )
+    if not url and env.exists():
+        for line in env.read_text().splitlines():
+            if line.startswith("SAGA_REDIS_URL="):
+                url = line.split("=", 1)[1].strip()
+    return url
+
+
+@pytest.fixture(scope="session")
+def cluster_url() -> str:
+    url = _cluster_url()
+    if not url:
+        _missing(
+            "no Redis Cluster: scripts/stack up --redis-cluster did not write .stack/cluster.env"
+        )
+    assert url
+    return url
+
+
 @pytest.fixture
-def settings(infra: Infra) -> Iterator[Settings]:
-    """Settings pointing at the real stack, with this test's own topics and Redis key prefix."""
+def redis_mode(request: pytest.FixtureRequest) -> str:
+    """ "single" unless the test is parametrized with BOTH_REDIS."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def settings(infra: Infra, redis_mode: str, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Settings pointing at the real stack, with this test's own topics and Redis key prefix
+    (on the Redis Cluster when `redis_mode` is "cluster")."""
     tag = uuid.uuid4().hex[:10]
+    cluster = redis_mode == "cluster"
     s = Settings(
         kafka_bootstrap_servers=infra.bootstrap,
-        redis_url=infra.redis_url,
+        redis_url=request.getfixturevalue("cluster_url") if cluster else infra.redis_url,
+        redis_cluster=cluster,
         commands_topic=f"t-{tag}-commands",
         events_topic=f"t-{tag}-events",
         dlq_topic=f"t-{tag}-dlq",

@@ -166,11 +166,13 @@ async def test_an_unexpected_error_restarts_the_relay_after_a_backoff(
     failures = {"left": 3}
     real = RedisStore.due_timers
 
-    async def flaky(self: RedisStore, now_ms: int, count: int) -> list[str]:
+    async def flaky(
+        self: RedisStore, now_ms: int, count: int, shard: int | None = None
+    ) -> list[str]:
         if failures["left"]:
             failures["left"] -= 1
             raise RuntimeError("a bug in a relay round")
-        return await real(self, now_ms, count)
+        return await real(self, now_ms, count, shard)
 
     monkeypatch.setattr(RedisStore, "due_timers", flaky)
     caplog.set_level(logging.ERROR, logger="orchestrator.engine.relay")

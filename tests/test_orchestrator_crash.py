@@ -21,7 +21,10 @@ PATIENT = {"SAGA_SAGA_MODULES": '["tests.support.sagas_patient"]'}
 
 
 async def completed_count(reader: SagaReader) -> int:
-    return int(await reader.redis.zcard(reader.keys.index("completed")))
+    keys = reader.keys
+    return sum(
+        [int(await reader.redis.zcard(keys.index("completed", s))) for s in keys.all_shards()]
+    )
 
 
 async def assert_exactly_once(reader: SagaReader, p: ScriptedParticipant, ids: list[str]) -> None:

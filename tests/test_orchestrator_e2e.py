@@ -9,11 +9,14 @@ from orchestrator.core.definition import Registry
 from schemas import codec
 from schemas.config import Settings
 from schemas.messages import SagaCommand
+from tests.conftest import BOTH_REDIS
 from tests.support.kafka import produce, wait_for
 from tests.support.offsets import wait_committed_to_end
 from tests.support.orch import SagaReader, running
 from tests.support.sagas_patient import ORDER_PATIENT
 from tests.support.scripted import Answer, ScriptedParticipant, reply_for
+
+pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
 
 STEPS = ["reserve_inventory", "process_payment", "create_shipment", "send_confirmation"]
 ACTIONS = ["ReserveItems", "ProcessPayment", "CreateShipment", "SendOrderConfirmation"]
@@ -55,7 +58,9 @@ async def test_happy_path_completes(settings: Settings, reader: SagaReader) -> N
         "pending",
         "completed",
     ]
-    score = await reader.redis.zscore(reader.keys.index("completed"), "happy-1")
+    score = await reader.redis.zscore(
+        reader.keys.index("completed", reader.keys.shard_of("happy-1")), "happy-1"
+    )
     assert score is not None
 
 
@@ -149,7 +154,12 @@ async def test_compensation_that_keeps_failing_needs_intervention(
     assert "ReleaseReservation" not in kinds(p.by_saga["stuck-1"])
     fields = await reader.fields("stuck-1")
     assert fields["step.process_payment.status"] == "compensation_failed"
-    assert await reader.redis.zscore(reader.keys.index("needs_intervention"), "stuck-1") is not None
+    assert (
+        await reader.redis.zscore(
+            reader.keys.index("needs_intervention", reader.keys.shard_of("stuck-1")), "stuck-1"
+        )
+        is not None
+    )
 
 
 async def test_every_input_and_command_twice_changes_nothing(
@@ -236,3 +246,37 @@ async def test_forged_replies_change_nothing(settings: Settings, reader: SagaRea
         assert genuine is not None
         await produce(settings, settings.events_topic, [(sid.encode(), codec.encode(genuine))])
         assert (await reader.wait_final([sid]))[sid] == "completed"
+
+
+async def test_sagas_land_on_the_partition_shards_and_every_shard_is_read(
+    settings: Settings, reader: SagaReader
+) -> None:
+    """Sagas whose ids hash to every partition complete; each one's keys are in the shard of
+    the partition its records took, `saga list` (SagaQuery) finds them all across shards, and
+    on the cluster their hashes sit on at least two masters."""
+    from orchestrator.engine.keys import partition_of
+    from orchestrator.ops.query import SagaQuery
+
+    ids = [f"spread-{i}" for i in range(12)]
+    shards = {partition_of(sid, settings.topic_partitions) for sid in ids}
+    assert shards == set(range(settings.topic_partitions)), shards  # the ids cover them all
+    async with ScriptedParticipant(settings), running(settings):
+        await produce(
+            settings, settings.commands_topic, [(s.encode(), start_order(s)) for s in ids]
+        )
+        states = await reader.wait_final(ids)
+    assert set(states.values()) == {"completed"}
+    found = await SagaQuery(reader.redis, reader.keys).find(["completed"], limit=100)
+    assert sorted(s.saga_id for s in found) == sorted(ids)
+    counts = await SagaQuery(reader.redis, reader.keys).counts_by_state()
+    assert counts["completed"] == len(ids)
+    if settings.redis_cluster:
+        for sid in ids:
+            assert (
+                reader.keys.saga(sid)
+                == f"{settings.key_prefix}:{{p{reader.keys.shard_of(sid)}}}:{sid}"
+            )
+        nodes = {reader.redis.get_node_from_key(reader.keys.saga(sid)).name for sid in ids}  # type: ignore[attr-defined]
+        assert len(nodes) >= 2, nodes
+    else:
+        assert reader.keys.saga(ids[0]) == f"{settings.key_prefix}:{ids[0]}"

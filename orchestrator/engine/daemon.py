@@ -17,6 +17,7 @@ Ordering and safety, in one place:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -113,7 +114,7 @@ class Orchestrator:
         self.redis = redis_factory.client(s)
         self.store = RedisStore(
             self.redis,
-            Keys(s.key_prefix),
+            Keys.of(s),
             self.registry,
             s.retention_s,
             s.tombstone_retention_s,
@@ -130,6 +131,8 @@ class Orchestrator:
         try:
             await self._retrying("start kafka producer", self.producer.start)
             await self._retrying("start kafka consumer", self.consumer.start)
+            if self.store.keys.shards:
+                await self._check_shards(self.producer)
             self.consumer.subscribe([s.commands_topic, s.events_topic], listener=_Listener(self))
             relay_task = asyncio.create_task(self.relay.run(), name="relay")
             self._relay_task = relay_task
@@ -159,6 +162,22 @@ class Orchestrator:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    async def _check_shards(self, producer: AIOKafkaProducer) -> None:
+        """Redis Cluster: a saga's keys live in shard `partition_of(id, topic_partitions)`,
+        the partition Kafka gives its records. Topics with another partition count would file
+        sagas under shards that are not their partitions: refuse to start."""
+        for topic in (self.s.commands_topic, self.s.events_topic):
+            ids = await self._retrying(
+                f"read {topic}'s partitions", functools.partial(producer.partitions_for, topic)
+            )
+            n = len(ids)
+            if n != self.s.topic_partitions:
+                raise RuntimeError(
+                    f"topic {topic} has {n} partitions but SAGA_TOPIC_PARTITIONS is "
+                    f"{self.s.topic_partitions}: on a Redis Cluster the keys are sharded by "
+                    "partition, so the two must be equal"
+                )
 
     # ---- what the HTTP API may see (orchestrator.ops.http.DaemonView) ----
     def partitions(self) -> list[tuple[str, int]]:

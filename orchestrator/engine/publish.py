@@ -48,6 +48,7 @@ class _Command:
     record: ConsumerRecord[bytes, bytes]  # the input whose step wrote it
     entry: OutboxEntry
     outbox_id: bytes
+    saga_id: str  # whose shard's outbox holds it
     done: bool = False
 
 
@@ -58,7 +59,8 @@ class Outgoing:
     commands: list[_Command] = field(default_factory=list)
     poison: list[Poison] = field(default_factory=list)
     dead: set[int] = field(default_factory=set)  # indexes of poison acked by the DLQ topic
-    to_delete: list[bytes] = field(default_factory=list)  # outbox ids no longer needed
+    #: (saga id, outbox id) of the entries no longer needed
+    to_delete: list[tuple[str, bytes]] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -67,7 +69,7 @@ class Outgoing:
         out = cls(poison=list(poison))
         for record, w in writes:
             for entry, oid in zip(w.outbox, w.outbox_ids, strict=False):
-                out.commands.append(_Command(record, entry, oid))
+                out.commands.append(_Command(record, entry, oid, w.saga_id))
         return out
 
 
@@ -120,11 +122,11 @@ class Publisher:
         for c, exc in zip(pending, outcomes, strict=True):
             if exc is None:
                 c.done = True
-                out.to_delete.append(c.outbox_id)
+                out.to_delete.append((c.saga_id, c.outbox_id))
                 self.metrics.commands_sent += 1
             elif is_record_error(exc):
                 c.done = True
-                out.to_delete.append(c.outbox_id)
+                out.to_delete.append((c.saga_id, c.outbox_id))
                 if _position(c.record) not in refused:  # one dead letter per input
                     refused.add(_position(c.record))
                     reason = self._refusal(c.entry, exc)
@@ -133,7 +135,7 @@ class Publisher:
                 retry = retry or exc
         retry = await self._dead_letters(out) or retry
         if out.to_delete:
-            await self.store.outbox_delete(out.to_delete)
+            await self.store.outbox_delete_written(out.to_delete)
             out.to_delete = []
         if retry is not None:
             raise retry

@@ -80,7 +80,8 @@ class Relay:
         self.last_ok_s = time.monotonic()
         self.rounds = 0
         self._timer_failures: dict[str, int] = {}
-        self._held: dict[bytes, _Held] = {}
+        #: outbox entries waiting out their own failure, by (shard, entry id)
+        self._held: dict[tuple[int | None, bytes], _Held] = {}
 
     async def run(self) -> None:
         """Rounds until the stop event; a failed round is retried after a backoff."""
@@ -126,17 +127,20 @@ class Relay:
 
     async def tick(self) -> bool:
         """One round; True when there may be more work right away."""
-        fired = await self.fire_timers()
-        republished = await self.republish_outbox()
+        fired = republished = 0
+        for shard in self.store.keys.all_shards():  # [None] on one Redis
+            fired = max(fired, await self.fire_timers(shard))
+            republished = max(republished, await self.republish_outbox(shard))
         if time.monotonic() - self._last_trim > 60:
             await self.trim_indexes()
             self._last_trim = time.monotonic()
         return fired >= TIMERS_PER_ROUND or republished >= OUTBOX_PER_ROUND
 
-    async def fire_timers(self) -> int:
-        """Due timers -> TimerFired records; each timer that fails is postponed on its own."""
+    async def fire_timers(self, shard: int | None = None) -> int:
+        """One shard's due timers -> TimerFired records; each timer that fails is postponed on
+        its own."""
         now_ms = int(time.time() * 1000)
-        members = await self.store.due_timers(now_ms, TIMERS_PER_ROUND)
+        members = await self.store.due_timers(now_ms, TIMERS_PER_ROUND, shard)
         if not members:
             return 0
         gone: list[str] = []  # sent, or unreadable by this version
@@ -163,11 +167,12 @@ class Relay:
                 outage = outage or err  # Kafka's fault, not the timer's: the round backs off
             else:
                 failed[m] = err
-        await self.store.remove_timers(gone)
+        await self.store.remove_timers(gone, shard)
         self.metrics.timers_fired += len(gone)
         if failed:
             await self.store.postpone_timers(
-                {m: now_ms + int(self._entry_failed(m, e) * 1000) for m, e in failed.items()}
+                {m: now_ms + int(self._entry_failed(m, e) * 1000) for m, e in failed.items()},
+                shard,
             )
         if outage is not None:
             raise outage
@@ -184,9 +189,9 @@ class Relay:
         )
         return delay
 
-    async def republish_outbox(self) -> int:
-        """Outbox entries older than the sweep age -> commands again; an entry that fails
-        waits for its own retry time while the others go on."""
+    async def republish_outbox(self, shard: int | None = None) -> int:
+        """One shard's outbox entries older than the sweep age -> commands again; an entry
+        that fails waits for its own retry time while the others go on."""
         age_ms = int(self.s.outbox_sweep_age_s * 1000)
         now = time.monotonic()
         ready: list[tuple[bytes, OutboxEntry]] = []
@@ -195,10 +200,10 @@ class Relay:
         after: bytes | None = None
         complete = False  # read up to the cutoff: a held id not seen is gone
         for _ in range(OUTBOX_PAGES):
-            rows = await self.store.outbox_older_than(age_ms, OUTBOX_PER_ROUND, after)
+            rows = await self.store.outbox_older_than(age_ms, OUTBOX_PER_ROUND, after, shard)
             for rid, fields in rows:
                 seen.add(rid)
-                held = self._held.get(rid)
+                held = self._held.get((shard, rid))
                 if held is not None and held.not_before_s > now:
                     continue
                 try:
@@ -212,7 +217,9 @@ class Relay:
                 break
             after = rows[-1][0]
         if complete:
-            self._held = {rid: h for rid, h in self._held.items() if rid in seen}
+            self._held = {
+                (sh, rid): h for (sh, rid), h in self._held.items() if sh != shard or rid in seen
+            }
         if not ready and not failed:
             return 0
         outcomes = await send_each(
@@ -232,10 +239,10 @@ class Relay:
             else:
                 failed.append((rid, err))
         for rid, err in failed:
-            self._hold(rid, err)
-        await self.store.outbox_delete(done)
+            self._hold(shard, rid, err)
+        await self.store.outbox_delete(done, shard)
         for rid in done:
-            self._held.pop(rid, None)
+            self._held.pop((shard, rid), None)
         if done:
             self.metrics.outbox_republished += len(done)
             log.info("re-published %d commands left in the outbox", len(done))
@@ -243,10 +250,10 @@ class Relay:
             raise outage
         return len(ready)
 
-    def _hold(self, rid: bytes, exc: Exception) -> None:
-        n = self._held[rid].failures if rid in self._held else 0
+    def _hold(self, shard: int | None, rid: bytes, exc: Exception) -> None:
+        n = self._held[(shard, rid)].failures if (shard, rid) in self._held else 0
         delay = ENTRY_BACKOFF.delay(n)
-        self._held[rid] = _Held(n + 1, time.monotonic() + delay)
+        self._held[(shard, rid)] = _Held(n + 1, time.monotonic() + delay)
         self.metrics.relay_entry_errors += 1
         log.warning(
             "relay: outbox entry %s failed (%s: %s); retrying it in %.1fs",
@@ -258,7 +265,9 @@ class Relay:
         if self.s.retention_s <= 0:
             return
         cutoff = int(time.time() * 1000) - self.s.retention_s * 1000
-        for status in FINAL:
-            await self.store.redis.zremrangebyscore(
-                self.store.keys.index(status.value), "-inf", cutoff
-            )
+        keys = self.store.keys
+        for shard in keys.all_shards():
+            for status in FINAL:
+                await self.store.redis.zremrangebyscore(
+                    keys.index(status.value, shard), "-inf", cutoff
+                )

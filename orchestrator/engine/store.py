@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
-from infra.redis import decoding_twin
+from infra.redis import decoding_twin, is_cluster
 from orchestrator.core.definition import Registry, SagaDefinition
 from orchestrator.core.model import FINAL, SagaState, Transition
 from orchestrator.engine import history as saga_history
@@ -98,12 +99,14 @@ class RedisStore:
         self.retention_s = retention_s
         self.tombstone_retention_s = tombstone_retention_s
         self._step = redis.register_script(_lua("step.lua"))
+        self._loaded = False
         # Loads decode in hiredis (C) rather than field by field in Python.
         self._text = decoding_twin(redis)
 
     async def aclose(self) -> None:
         await self._text.aclose()
-        await self._text.connection_pool.disconnect()
+        if not is_cluster(self._text):  # a cluster client closes its nodes' pools itself
+            await self._text.connection_pool.disconnect()
 
     def definition_for(self, raw: dict[Any, Any]) -> SagaDefinition | None:
         t = saga_type_of(raw)
@@ -138,14 +141,15 @@ class RedisStore:
         assert state is not None
         new_status = state.status.value
         applied = t.outcome == "applied"
+        shard = k.shard_of(w.saga_id)  # every key of the step in the saga's slot
         keys = StepKeys(
             saga=k.saga(w.saga_id),
             history=k.history(w.saga_id),
             seen=k.seen(w.saga_id),
-            outbox=k.outbox,
-            timers=k.timers,
-            old_index=k.index(w.before_status or new_status),
-            new_index=k.index(new_status),
+            outbox=k.outbox_of(shard),
+            timers=k.timers_of(shard),
+            old_index=k.index(w.before_status or new_status, shard),
+            new_index=k.index(new_status, shard),
             tombstone=k.tombstone(w.saga_id),
         )
         # Only what changed: a step touches a handful of fields. A field left out now (back at
@@ -192,11 +196,20 @@ class RedisStore:
         A failure of the round trip itself (connection lost) raises."""
         if not writes:
             return []
+        cluster = is_cluster(self.redis)
+        if cluster and not self._loaded:  # a cluster pipeline cannot load it on the way
+            await self.redis.script_load(self._step.script)  # on every master
+            self._loaded = True
         async with self.redis.pipeline(transaction=False) as pipe:
             for w in writes:
                 keys, args = self.step_call(w)
-                await self._step(keys=keys, args=args, client=pipe)
+                if cluster:  # redis-py refuses pipe.evalsha on a cluster; the command itself
+                    pipe.execute_command("EVALSHA", self._step.sha, len(keys), *keys, *args)
+                else:
+                    await self._step(keys=keys, args=args, client=pipe)
             replies = await pipe.execute(raise_on_error=False)
+        if any(isinstance(r, NoScriptError) for r in replies):
+            self._loaded = False  # a master restarted or failed over: loaded again next time
         out = []
         for r in replies:
             if isinstance(r, Exception):  # the script checks before its first write
@@ -207,39 +220,53 @@ class RedisStore:
             out.append(WriteResult(status, list(r[1:]) if code == 1 else []))
         return out
 
-    # ---- outbox ----
-    async def outbox_delete(self, ids: list[bytes]) -> None:
+    # ---- outbox and timers, per shard (None on one Redis: `Keys.all_shards`) ----
+    async def outbox_delete(self, ids: list[bytes], shard: int | None = None) -> None:
         if ids:
-            await self.redis.xdel(self.keys.outbox, *ids)
+            await self.redis.xdel(self.keys.outbox_of(shard), *ids)
+
+    async def outbox_delete_written(self, written: list[tuple[str, bytes]]) -> None:
+        """Delete (saga id, outbox id) entries, each from its saga's shard, in one round trip."""
+        by_shard: dict[int | None, list[bytes]] = {}
+        for saga_id, oid in written:
+            by_shard.setdefault(self.keys.shard_of(saga_id), []).append(oid)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard, ids in by_shard.items():
+                pipe.xdel(self.keys.outbox_of(shard), *ids)
+            await pipe.execute()
 
     async def outbox_older_than(
-        self, age_ms: int, count: int, after: bytes | None = None
+        self, age_ms: int, count: int, after: bytes | None = None, shard: int | None = None
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Entries left behind (by a crash, or a publish still under way) for longer than age,
         oldest first, after the id `after`; raw fields (`OutboxEntry.from_fields` parses one)."""
         cutoff = int(time.time() * 1000) - age_ms
         start = b"(" + after if after else "-"
-        rows: Any = await self.redis.xrange(self.keys.outbox, start, f"{cutoff}-0", count=count)
+        outbox = self.keys.outbox_of(shard)
+        rows: Any = await self.redis.xrange(outbox, start, f"{cutoff}-0", count=count)
         return [(rid, f) for rid, f in rows]
 
     async def outbox_depth(self) -> int:
-        return int(await self.redis.xlen(self.keys.outbox))
+        """Entries in every shard's outbox."""
+        total = 0
+        for shard in self.keys.all_shards():
+            total += int(await self.redis.xlen(self.keys.outbox_of(shard)))
+        return total
 
-    # ---- timers ----
-    async def due_timers(self, now_ms: int, count: int) -> list[str]:
+    async def due_timers(self, now_ms: int, count: int, shard: int | None = None) -> list[str]:
         rows: Any = await self.redis.zrangebyscore(
-            self.keys.timers, "-inf", now_ms, start=0, num=count
+            self.keys.timers_of(shard), "-inf", now_ms, start=0, num=count
         )
         return [r.decode() if isinstance(r, bytes) else r for r in rows]
 
-    async def remove_timers(self, members: list[str]) -> None:
+    async def remove_timers(self, members: list[str], shard: int | None = None) -> None:
         if members:
-            await self.redis.zrem(self.keys.timers, *members)
+            await self.redis.zrem(self.keys.timers_of(shard), *members)
 
-    async def postpone_timers(self, due_ms: dict[str, int]) -> None:
+    async def postpone_timers(self, due_ms: dict[str, int], shard: int | None = None) -> None:
         """Move timers to a later due time; a timer the daemon removed meanwhile stays gone."""
         if due_ms:
-            await self.redis.zadd(self.keys.timers, dict(due_ms), xx=True)
+            await self.redis.zadd(self.keys.timers_of(shard), dict(due_ms), xx=True)
 
     # ---- history ----
     async def history(self, saga_id: str, count: int = HISTORY_CAP) -> list[dict[str, str]]:

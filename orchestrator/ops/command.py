@@ -104,4 +104,4 @@ def ops_command(fn: Callable[..., Any]) -> Callable[..., None]:
 async def saga_query(settings: OrchestratorSettings) -> AsyncIterator[SagaQuery]:
     registry = load_registry(settings.saga_modules)
     async with redis_factory.connected(settings) as redis:
-        yield SagaQuery(redis, Keys(settings.key_prefix), registry)
+        yield SagaQuery(redis, Keys.of(settings), registry)

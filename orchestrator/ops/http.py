@@ -246,7 +246,7 @@ class HttpApi:
 
     def _query(self) -> SagaQuery:
         assert self.redis is not None
-        return SagaQuery(self.redis, Keys(self.s.key_prefix), self.registry)
+        return SagaQuery(self.redis, Keys.of(self.s), self.registry)
 
     async def body(self, request: web.Request, required: bool) -> dict[str, Any]:
         if not request.can_read_body:
@@ -373,9 +373,8 @@ class HttpApi:
             assert self.redis is not None
             q = self._query()
             g.sagas_by_state = await asyncio.wait_for(q.counts_by_state(), SCRAPE_READ_TIMEOUT_S)
-            outbox = Keys(self.s.key_prefix).outbox
-            xlen = self.redis.xlen(outbox)
-            g.outbox_depth = int(await asyncio.wait_for(xlen, SCRAPE_READ_TIMEOUT_S))
+            depth = q.outbox_depth()  # every shard's
+            g.outbox_depth = await asyncio.wait_for(depth, SCRAPE_READ_TIMEOUT_S)
             # the same question as `saga stuck`, stopped at the cap so a scrape stays cheap
             stuck = q.stuck(int(self.s.stuck_after_s * 1000), STUCK_COUNT_CAP)
             g.sagas_stuck = len(await asyncio.wait_for(stuck, SCRAPE_READ_TIMEOUT_S))

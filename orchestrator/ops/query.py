@@ -1,7 +1,9 @@
 """Read-only questions about sagas, answered from Redis: status, lists and stuck sagas.
 
 Uses the keys of `orchestrator.engine.keys`: the saga hash, its history and the state indexes
-(sorted sets scored by the time, in ms, the saga entered the state). Nothing here writes.
+(sorted sets scored by the time, in ms, the saga entered the state). On a Redis Cluster every
+shard has its own indexes: lists, counts and the stuck search read them all (`Keys.all_shards`).
+Nothing here writes.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class SagaStatus:
     timeline: list[dict[str, str]] = field(default_factory=list)
     #: "choreography" for a saga the tracker follows (orchestrator.engine.tracker), else ""
     mode: str = ""
+    #: the hash's Redis key (`saga:<id>`; `saga:{p7}:<id>` on a Redis Cluster: read it with
+    #: `redis-cli -c HGETALL 'saga:{p7}:<id>'`)
+    key: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +128,7 @@ class SagaQuery:
             steps=self._steps(f),
             timeline=timeline,
             mode=f.get("mode", ""),
+            key=self.keys.saga(saga_id),
         )
 
     def _steps(self, f: dict[str, str]) -> list[Step]:
@@ -201,17 +207,18 @@ class SagaQuery:
         found: list[tuple[float, SagaSummary]] = []
         page = min(max(limit, PAGE_MIN), PAGE_MAX)
         for state in states:
-            matches = 0
-            pages = self._pages(self.keys.index(state), cutoff_ms, page)
-            async with contextlib.aclosing(pages):
-                async for rows in pages:
-                    scores = dict(rows)
-                    for s in await self._summaries(list(scores)):
-                        if matches < limit and wanted(s, scores[s.saga_id]):
-                            found.append((scores[s.saga_id], s))
-                            matches += 1
-                    if matches >= limit:
-                        break
+            for shard in self.keys.all_shards():
+                matches = 0
+                pages = self._pages(self.keys.index(state, shard), cutoff_ms, page)
+                async with contextlib.aclosing(pages):
+                    async for rows in pages:
+                        scores = dict(rows)
+                        for s in await self._summaries(list(scores)):
+                            if matches < limit and wanted(s, scores[s.saga_id]):
+                                found.append((scores[s.saga_id], s))
+                                matches += 1
+                        if matches >= limit:
+                            break
         found.sort(key=lambda row: row[0])
         return [s for _, s in found[:limit]]
 
@@ -276,8 +283,35 @@ class SagaQuery:
         return {sid: text(c) if c else sid for sid, (c, t) in zip(saga_ids, rows, strict=True) if t}
 
     async def counts_by_state(self) -> dict[str, int]:
+        shards = self.keys.all_shards()
         async with self.redis.pipeline(transaction=False) as p:
             for s in Status:
-                p.zcard(self.keys.index(s.value))
+                for shard in shards:
+                    p.zcard(self.keys.index(s.value, shard))
             rows = await p.execute()
-        return {s.value: int(n) for s, n in zip(Status, rows, strict=True)}
+        n = len(shards)
+        return {s.value: sum(map(int, rows[i * n : i * n + n])) for i, s in enumerate(Status)}
+
+    async def entered_between(self, state: str, low_ms: int, high_ms: int) -> int:
+        """Sagas that entered `state` between the two times (the index score), every shard."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for shard in self.keys.all_shards():
+                p.zcount(self.keys.index(state, shard), low_ms, high_ms)
+            rows = await p.execute()
+        return sum(int(n) for n in rows)
+
+    async def outbox_depth(self) -> int:
+        """Commands written and not yet acknowledged, in every shard's outbox."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for shard in self.keys.all_shards():
+                p.xlen(self.keys.outbox_of(shard))
+            rows = await p.execute()
+        return sum(int(n) for n in rows)
+
+    async def newest(self, state: str, count: int) -> list[str]:
+        """Up to `count` ids of the sagas that entered `state` last, from each shard."""
+        out: list[str] = []
+        for shard in self.keys.all_shards():
+            ids: list[Any] = await self.redis.zrevrange(self.keys.index(state, shard), 0, count - 1)
+            out += [text(i) for i in ids]
+        return out

@@ -81,6 +81,7 @@ class Output:
             ("last error", s.last_error or "-"),
             ("correlation id", s.correlation_id),
             ("traceparent", s.traceparent or "-"),
+            ("redis key", s.key),
         ]
         if s.mode:
             rows.insert(2, ("mode", f"{s.mode} (tracked: read-only)"))

@@ -68,7 +68,7 @@ async def running(
 class SagaReader:
     def __init__(self, settings: Settings) -> None:
         self.redis = redis_factory.client(settings, decode=True)
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys.of(settings)
 
     async def state(self, saga_id: str) -> str | None:
         return await self.redis.hget(self.keys.saga(saga_id), "state")

@@ -18,6 +18,8 @@ def orchestrator_env(settings: Settings, **extra: str) -> dict[str, str]:
     env.update(
         SAGA_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
         SAGA_REDIS_URL=settings.redis_url,
+        SAGA_REDIS_CLUSTER=str(settings.redis_cluster).lower(),
+        SAGA_TOPIC_PARTITIONS=str(settings.topic_partitions),
         SAGA_COMMANDS_TOPIC=settings.commands_topic,
         SAGA_EVENTS_TOPIC=settings.events_topic,
         SAGA_DLQ_TOPIC=settings.dlq_topic,

@@ -37,7 +37,7 @@ class Context:
 
     def query(self) -> SagaQuery:
         assert self.api.redis is not None
-        return SagaQuery(self.api.redis, Keys(self.api.s.key_prefix), self.api.registry)
+        return SagaQuery(self.api.redis, Keys.of(self.api.s), self.api.registry)
 
     def page(
         self,

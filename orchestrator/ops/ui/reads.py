@@ -13,14 +13,13 @@ import asyncio
 import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 from infra import kafka as kafka_factory
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.model import Status
 from orchestrator.engine.statecodec import from_iso
 from orchestrator.ops import NotFoundError
-from orchestrator.ops.query import SagaQuery, SagaStatus, SagaSummary, now_ms, text
+from orchestrator.ops.query import SagaQuery, SagaStatus, SagaSummary, now_ms
 
 #: sagas read per state to count them by type (the overview says when a state holds more)
 TYPE_SAMPLE = 1000
@@ -84,11 +83,9 @@ async def per_minute(q: SagaQuery) -> tuple[int, int]:
     """Sagas that completed and failed in the last 60 s, by the time they entered the state
     (the index score); for the whole cluster, not one orchestrator copy."""
     now = now_ms()
-    async with q.redis.pipeline(transaction=False) as p:
-        p.zcount(q.keys.index(Status.COMPLETED.value), now - 60_000, now)
-        p.zcount(q.keys.index(Status.FAILED.value), now - 60_000, now)
-        done, failed = await p.execute()
-    return int(done), int(failed)
+    done = await q.entered_between(Status.COMPLETED.value, now - 60_000, now)
+    failed = await q.entered_between(Status.FAILED.value, now - 60_000, now)
+    return done, failed
 
 
 async def dlq_size(
@@ -123,11 +120,10 @@ async def by_correlation_id(
     found: list[str] = []
     capped = False
     for state in Status:
-        index = q.keys.index(state.value)
-        ids: list[Any] = await q.redis.zrevrange(index, 0, SEARCH_CAP - 1)
-        if len(ids) == SEARCH_CAP:
+        ids = await q.newest(state.value, SEARCH_CAP)  # from each shard
+        if len(ids) >= SEARCH_CAP:
             capped = True
-        corr = await q.correlation_ids([text(i) for i in ids])
+        corr = await q.correlation_ids(ids)
         found += [sid for sid, c in corr.items() if c == needle]
         if len(found) >= limit:
             break

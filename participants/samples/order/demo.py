@@ -69,7 +69,7 @@ async def submit_and_report(settings: Settings) -> None:
             await producer.send_and_wait(
                 settings.commands_topic, orjson.dumps({"sagaId": sid, **doc}), sid.encode()
             )
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
     deadline = time.monotonic() + 120
     async with redis_factory.connected(settings, decode=True) as redis:
         states: dict[str, str] = {}
@@ -85,8 +85,9 @@ async def submit_and_report(settings: Settings) -> None:
             last_error = str(await redis.hget(keys.saga(sid), "last_error") or "")
             print(f"  {sid:<24} {states.get(sid) or 'not started':<12} ({expect}) {last_error}")
         sid = orders[1][0]
-        print(f"\ninspect one:  redis-cli HGETALL {keys.saga(sid)}")
-        print(f"its history:  redis-cli LRANGE {keys.history(sid)} 0 -1")
+        cli = "redis-cli -c" if keys.shards else "redis-cli"  # -c: follow the cluster's moves
+        print(f"\ninspect one:  {cli} HGETALL '{keys.saga(sid)}'")
+        print(f"its history:  {cli} LRANGE '{keys.history(sid)}' 0 -1")
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ async def post_order(request: web.Request, api: HttpApi) -> web.Response:
     status = f"/api/sagas/{msg.saga_id}/status"
     # HGET and GET, not EXISTS: the orchestrator's Redis user (deploy/redis-acl.conf) may run
     # them already. A tombstone means the saga ran and its keys expired: the id stays taken.
-    keys = Keys(api.s.key_prefix)
+    keys = Keys.of(api.s)
     if await api.redis.hget(keys.saga(msg.saga_id), "state") is not None:
         return json_response(409, {"error": f"saga {msg.saga_id} already exists", "status": status})
     if await api.redis.get(keys.tombstone(msg.saga_id)) is not None:
