@@ -25,9 +25,11 @@ from orchestrator.core.model import Status, StepState, StepStatus
 from orchestrator.engine.sagas import check_definition, load_sagas
 from orchestrator.errors import ConfigError
 from tests.support.decide_walk import (
+    FLOW,
     Flow,
     comp_fail,
     comp_ok,
+    crty,
     due,
     fail,
     moves,
@@ -279,6 +281,46 @@ def test_resume_resends_every_stuck_branch_compensation() -> None:
     w.run(comp_fail("flight"), comp_fail("hotel"))
     t = w.send(op("resume"))
     assert moves(t) == [("flight", 2, True), ("hotel", 2, True)]
+    assert w.s.status == Status.COMPENSATING  # none has given up any more
+
+
+def test_resume_with_one_compensation_given_up_and_one_due_again() -> None:
+    """flight's compensation waits for its retry, hotel's gave up: resume sends both now, and
+    only then is the saga compensating again; the retry timer that was due is cancelled."""
+    w = booking().run(ok("flight"), ok("hotel"), fail("car"))
+    w.run(comp_fail("flight", retryable=True), comp_fail("hotel"))
+    assert w.step("flight") == st.COMPENSATION_WAIT and w.s.status == Status.NEEDS_INTERVENTION
+    t = w.send(op("resume"))
+    assert moves(t) == [("flight", 2, True), ("hotel", 2, True)]
+    assert w.s.status == Status.COMPENSATING
+    assert crty("flight", 2) in t.cancel_timers
+
+
+def test_a_branch_compensation_retry_keeps_the_saga_with_a_person() -> None:
+    """Found by hypothesis (FLOW, amount 5000, vip): b1 times out, so b1 and b2 are undone
+    together; b2's compensation gives up, b1's times out. b1's compensation retry still goes
+    out, but the saga stays needs_intervention (it used to fall back to compensating, with b2
+    given up and no timer left); b1 compensated does not go on to a; resume re-sends b2's."""
+    w = Flow(d=FLOW).begin({"amount": 5000, "vip": True})
+    assert moves(w.send(ok("a"))) == [("b1", 1, False), ("b2", 1, False)]
+    assert w.step("bw") == st.WAITING and w.step("ok") == st.PENDING
+    t = w.send(due("timeout", "b1", 1))
+    assert moves(t) == [("b1", 1, True), ("b2", 1, True)] and w.step("bw") == st.FAILED
+    t = w.send(comp_fail("b2"))
+    assert w.s.status == Status.NEEDS_INTERVENTION and moves(t) == []
+    t = w.send(due("timeout", "b1", 1, compensation=True))
+    assert w.step("b1") == st.COMPENSATION_WAIT and w.s.status == Status.NEEDS_INTERVENTION
+    t = w.send(due("retry", "b1", 2, compensation=True))
+    assert moves(t) == [("b1", 2, True)]
+    assert w.s.status == Status.NEEDS_INTERVENTION and w.step("b2") == st.COMPENSATION_FAILED
+    t = w.send(comp_ok("b1", 2))
+    assert t.outcome == "applied" and moves(t) == [] and w.step("b1") == st.COMPENSATED
+    assert w.s.status == Status.NEEDS_INTERVENTION and w.step("a") == st.COMPLETED
+    t = w.send(op("resume"))
+    assert moves(t) == [("b2", 2, True)] and w.s.status == Status.COMPENSATING
+    assert moves(w.send(comp_ok("b2", 2))) == [("a", 1, True)]
+    w.run(comp_ok("a"))
+    assert w.s.status == Status.FAILED
 
 
 def test_skip_compensation_of_one_branch_then_the_saga_goes_on() -> None:

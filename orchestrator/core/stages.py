@@ -248,8 +248,12 @@ class Machine:
 
     def run_compensation(self, i: int, attempt: int) -> None:
         sd, s = self.d.steps[i], self.steps[i]
-        self.status = Status.COMPENSATING
         self.set_step(i, status=StepStatus.COMPENSATING, compensation_attempts=attempt)
+        # While another branch's compensation has given up, the saga stays with a person: this
+        # one (its retry, say) still runs, but it does not make the saga `compensating` again.
+        # `resume` re-sends every stuck compensation, so after it none has given up.
+        gave_up = any(x.status == StepStatus.COMPENSATION_FAILED for x in self.steps)
+        self.status = Status.NEEDS_INTERVENTION if gave_up else Status.COMPENSATING
         cid = command_id(self.before.saga_id, sd.name, True, attempt)
         self.commands.append(
             Command(cid, sd.participant, sd.compensation, sd.name, attempt, True, s.result)

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orchestrator.core.conditions import AllOf, Compare, Not
 from orchestrator.core.decide import decide
 from orchestrator.core.definition import (
     Registry,
     RetryPolicy,
     SagaDefinition,
+    StepDef,
+    parallel,
+    wait_for,
 )
 from orchestrator.core.model import (
     Event,
@@ -219,6 +223,32 @@ def build(name: str) -> Walk:
 
 
 # ---- workflows (issue 13): a walk over any definition ------------------------------------------
+
+ONE_SHOT = RetryPolicy(max_attempts=1)
+SHORT = {"timeout_s": 5, "compensation_retry": RetryPolicy(max_attempts=2, max_backoff_s=1)}
+#: the workflow the property tests drive (and their counterexamples replay on): parallel
+#: stages, conditional steps, waits for signals, in a group too
+FLOW = SagaDefinition(
+    "flow",
+    1,
+    (
+        StepDef("a", "pa", "DoA", "UndoA", retry=RetryPolicy(max_attempts=2), **SHORT),
+        *parallel(
+            "pair",
+            StepDef("b1", "pb", "DoB1", "UndoB1", retry=ONE_SHOT, **SHORT),
+            StepDef("b2", "pb", "DoB2", "UndoB2", when=Compare("amount", "gt", 100), **SHORT),
+            wait_for("bw", "go", reject=("stop",), timeout_s=20, when=Compare("amount", "gt", 500)),
+        ),
+        wait_for("ok", "approve", reject=("no",), timeout_s=30,
+                 when=AllOf([Compare("amount", "gt", 1000), Not(Compare("vip", "eq", True))])),
+        *parallel(
+            "tail",
+            StepDef("c1", "pc", "DoC1", "UndoC1", **SHORT),
+            StepDef("c2", "pc", "DoC2", "UndoC2", when=Not(Compare("vip", "exists")), **SHORT),
+        ),
+        StepDef("d", "pd", "DoD", "UndoD", retry=ONE_SHOT, **SHORT),
+    ),
+)  # fmt: skip
 
 
 @dataclass
