@@ -229,11 +229,11 @@ REPLY = b'"input":{"type":"reply","kind":"completed","step":"s","attempt":1}'
     ("body", "needle"),
     [
         (b"", "empty"),
-        (b"not json\n", ":1: not JSON"),
-        (b"[1,2]\n", ":1: must be a JSON object"),
+        (b"not json\n", ":1: invalid JSON"),
+        (b"[1,2]\n", ":1: expected a JSON object"),
         (b'{"format":"other"}\n', ":1: not a saga history"),
         (b'{"format":"saga-history/1","saga_id":"o"}\n', "definition_version"),
-        (HEAD + b"{oops\n", ":2: not JSON"),
+        (HEAD + b"{oops\n", ":2: invalid JSON"),
         (HEAD + b'{"now_ms":1,"input":{"type":"teleport"},"outcome":"applied"}\n',
          ":2: unknown input type 'teleport' (one of start, reply, timer, operator, signal)"),
         (HEAD + b'{"now_ms":1,"input":{"type":"reply","kind":"completed","step":"s"},'
@@ -249,7 +249,7 @@ REPLY = b'"input":{"type":"reply","kind":"completed","step":"s","attempt":1}'
         (HEAD + b'{"now_ms":1,' + REPLY + b',"outcome":"applied","status":"started",'
          b'"steps":[1]}\n', "steps must be an object"),
         (HEAD + b'{"now_ms":1,' + REPLY + b',"oops":1}\n', ":2: no field 'oops'"),
-        (b"\xff\xfe\n", ":1: not JSON"),
+        (b"\xff\xfe\n", ":1: invalid JSON"),
     ],
 )  # fmt: skip
 def test_hostile_golden_files(tmp_path: Path, body: bytes, needle: str) -> None:

@@ -56,7 +56,7 @@ from orchestrator.core.model import (
 from orchestrator.core.replay import Outcome, Recorded, decisions, replay
 from orchestrator.engine.history import HISTORY_CAP
 from orchestrator.engine.statecodec import from_iso, iso, join_long, read_step, step_names
-from orchestrator.ops import InputError, RefusedError
+from orchestrator.ops import InputError, RefusedError, validate
 
 FORMAT = "saga-history/1"
 #: a golden file larger than this is refused (a saga's history holds 64 entries)
@@ -274,16 +274,6 @@ def outcome_doc(o: Outcome) -> dict[str, Any]:
 # ---- golden files -----------------------------------------------------------------------------
 
 
-def _line(raw: bytes, where: str) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"{where}: not JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{where}: must be a JSON object, not {type(doc).__name__}")
-    return doc
-
-
 def _outcome(doc: dict[str, Any]) -> Outcome:
     outcome, status, steps = doc.get("outcome"), doc.get("status", ""), doc.get("steps")
     sent = doc.get("commands")
@@ -313,7 +303,7 @@ def parse_file(raw: bytes, name: str) -> History:
     if not lines:
         raise InputError(f"{name}: empty: a golden history starts with its header line")
     n, first = lines[0]
-    head = _line(first, f"{name}:{n}")
+    head = validate.json_object(first, f"{name}:{n}")
     if head.get("format") != FORMAT:
         raise InputError(
             f"{name}:{n}: not a saga history: the first line must be the header "
@@ -330,7 +320,7 @@ def parse_file(raw: bytes, name: str) -> History:
     notes: list[tuple[str, str]] = []
     for n, line in lines[1:]:
         where = f"{name}:{n}"
-        doc = _line(line, where)
+        doc = validate.json_object(line, where)
         try:
             extra = sorted(set(doc) - _ENTRY_KEYS)
             if extra:

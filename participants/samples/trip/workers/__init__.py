@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from infra import redis as redis_factory
 from participants.participant import Participant
+from participants.samples.order.workers.payment import net_by_saga  # the same ledger entries
 from participants.samples.trip.workers import car, flight, hotel, payment
 from participants.samples.trip.workers.booking import read_bookings
 from schemas.config import Settings
@@ -41,7 +42,7 @@ class TripLedgers:
 
     def net_paid(self) -> dict[str, Decimal]:
         """Charged minus refunded per trip."""
-        return payment.net_by_saga(self.payments)
+        return net_by_saga(self.payments)
 
 
 async def read_ledgers(redis: Redis, prefix: str) -> TripLedgers:

@@ -13,7 +13,6 @@ bookings; `currency` defaults to USD.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -107,15 +106,3 @@ async def read_charges(redis: Redis, prefix: str) -> dict[str, dict[str, Any]]:
 async def read_ledger(redis: Redis, prefix: str) -> list[dict[str, Any]]:
     """Every charge and refund in the order they happened."""
     return [orjson.loads(e) for e in await redis.lrange(domain_key(prefix, NAME, "ledger"), 0, -1)]
-
-
-def net_by_saga(ledger: list[dict[str, Any]]) -> dict[str, Decimal]:
-    """Charged minus refunded per trip: the amount for a completed trip, 0 for a compensated
-    one."""
-    net: dict[str, Decimal] = {}
-    for entry in ledger:
-        sign = 1 if entry["type"] == "charge" else -1
-        net[entry["sagaId"]] = net.get(entry["sagaId"], Decimal(0)) + sign * Decimal(
-            entry["amount"]
-        )
-    return net
