@@ -37,7 +37,13 @@ async def test_a_second_start_is_recorded_as_ignored_and_counted(
                        for h in await reader.history("dup-1"))  # fmt: skip
 
         await wait_for(recorded, 60, "the second start to be recorded as ignored")
-        assert orch.metrics.duplicate_starts == 1
+
+        # The step writes the history in Redis before the daemon counts the answer, so the
+        # counter is waited on too rather than read at once (CI caught that race).
+        async def counted() -> bool:
+            return orch.metrics.duplicate_starts == 1
+
+        await wait_for(counted, 30, "saga_starts_duplicate_total to count the second start")
         assert await reader.fields("dup-1") == before
 
 

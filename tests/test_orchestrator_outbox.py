@@ -28,7 +28,12 @@ async def test_relay_republishes_what_a_crash_left_in_the_outbox(settings: Setti
                 return int(await redis.xlen(keys.outbox)) == 0
 
             await wait_for(drained, 30, "the relay to empty the outbox")
-            assert orch.metrics.outbox_republished == 1
+
+            # the relay deletes the entry before it counts it: wait on the counter too
+            async def counted() -> bool:
+                return orch.metrics.outbox_republished == 1
+
+            await wait_for(counted, 30, "saga_outbox_republished_total to count it")
         records = await read_all(settings, settings.commands_topic, expect=1)
         assert [(r.key, r.value) for r in records] == [(b"orphan-1", value)]
         assert header(records[0].headers, "saga-participant") == "inventory"
