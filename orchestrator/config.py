@@ -16,9 +16,29 @@ class OrchestratorSettings(Settings):
     )
     batch_max_records: int = Field(default=2000, ge=1, le=100_000)
     poll_timeout_ms: int = Field(default=100, ge=1, le=60_000)
+    consumer_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6_000,  # the broker's group.min.session.timeout.ms
+        le=1_800_000,  # and its group.max.session.timeout.ms
+        description="a copy that stops answering Kafka (crashed, paused) loses its partitions "
+        "after this long, and the other copies take them over, relay work included",
+    )
     timer_poll_interval_s: float = Field(default=0.05, gt=0, le=60)
     outbox_sweep_age_s: float = Field(default=5.0, gt=0, le=3600)
-    leader_lease_s: float = Field(default=5.0, gt=0, le=600)
+    relay_stalled_s: float = Field(
+        default=25.0,
+        gt=0,
+        le=3600,
+        description="/readyz reports the relay stalled when no relay round finished for this "
+        "long (each copy's relay serves the partitions it owns; there is no lease)",
+    )
+    compact_after_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=365 * 24 * 3600,
+        description="the relay compacts a completed saga to its summary this long after it "
+        "finished (orchestrator/engine/compact.py); 0 = never",
+    )
     tombstone_retention_s: int = Field(
         default=90 * 24 * 3600,
         ge=0,

@@ -91,12 +91,13 @@ def group(settings: Settings) -> str:
     return f"{settings.key_prefix}-orchestrator"
 
 
-async def outbox(reader: SagaReader) -> dict[tuple[int | None, str], str]:
-    """The orchestrator's outbox, every shard's: (shard, entry id) -> the command id it holds."""
+async def outbox(reader: SagaReader) -> dict[tuple[int, str], str]:
+    """The orchestrator's outbox, every partition's: (partition, entry id) -> the command id it
+    holds."""
     out = {}
-    for shard in reader.keys.all_shards():
-        rows = await reader.redis.xrange(reader.keys.outbox_of(shard))
-        out |= {(shard, rid): codec.decode(f["v"].encode()).message_id for rid, f in rows}
+    for part in reader.keys.all_partitions():
+        rows = await reader.redis.xrange(reader.keys.outbox_of(part))
+        out |= {(part, rid): codec.decode(f["v"].encode()).message_id for rid, f in rows}
     return out
 
 

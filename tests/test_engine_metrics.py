@@ -53,3 +53,10 @@ async def test_metrics_pass_promtool(settings: Settings, reader: SagaReader) -> 
     # the gauges the SagaStuck and SagaOrchestratorNotReady alerts read, present as promtool saw
     assert re.search(r"^saga_sagas_stuck 0$", text, re.MULTILINE), text
     assert re.search(r"^saga_ready 1$", text, re.MULTILINE), text
+    # the relay serves every partition (one copy), each with its lag; partitions count once
+    # though the copy owns each in both input topics
+    for p in range(settings.topic_partitions):
+        assert re.search(rf'^saga_relay_lag_seconds{{partition="{p}"}} \d', text, re.M), text
+    assert re.search(r"^saga_relay_partitions 3$", text, re.MULTILINE), text
+    assert re.search(r"^saga_assigned_partitions 3$", text, re.MULTILINE), text
+    assert re.search(r"^saga_relay_fenced_total 0$", text, re.MULTILINE), text

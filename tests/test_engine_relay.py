@@ -15,8 +15,8 @@ import pytest
 from infra import redis as redis_factory
 from infra.kafka import MAX_REQUEST_BYTES
 from orchestrator.engine.keys import Keys
+from orchestrator.engine.ownership import Ownership
 from orchestrator.engine.relay import Relay
-from orchestrator.engine.store import RedisStore
 from schemas import codec
 from schemas.config import Settings
 from schemas.dlq import H_ERROR_CLASS, H_SOURCE, H_TRUNCATED, header
@@ -44,6 +44,12 @@ def command(saga_id: str, n: int) -> tuple[dict[str, bytes], str]:
     return {"k": saga_id.encode(), "v": codec.encode(msg), "h": orjson.dumps(headers)}, cid
 
 
+def outbox_of(settings: Settings, saga_id: str) -> str:
+    """The outbox of the partition the saga's records go to (its relay's)."""
+    keys = Keys.of(settings)
+    return keys.outbox_of(keys.partition(saga_id))
+
+
 async def published_ids(settings: Settings, expect: int) -> set[str]:
     records = await read_all(settings, settings.commands_topic, expect=expect, timeout_s=30)
     return {header(r.headers, "saga-message-id") or "" for r in records}
@@ -53,14 +59,14 @@ async def test_a_malformed_outbox_entry_backs_off_alone(settings: Settings) -> N
     """Outbox entries the relay cannot parse (a field missing, headers not JSON) are retried on
     their own growing backoff, not every round; the valid entries behind them are published,
     and the relay keeps going (/readyz stays ready)."""
-    keys = Keys(settings.key_prefix)
+    outbox = outbox_of(settings, "relay-ok")
     redis = redis_factory.client(settings)
-    await redis.xadd(keys.outbox, {"k": b"no-value"})
-    await redis.xadd(keys.outbox, {"k": b"bad-headers", "v": b"{}", "h": b"not json"})
+    await redis.xadd(outbox, {"k": b"no-value"})
+    await redis.xadd(outbox, {"k": b"bad-headers", "v": b"{}", "h": b"not json"})
     ids = []
     for n in range(1, 4):
         fields, cid = command("relay-ok", n)
-        await redis.xadd(keys.outbox, fields)  # type: ignore[arg-type]
+        await redis.xadd(outbox, fields)  # type: ignore[arg-type]
         ids.append(cid)
     port = free_port()
     try:
@@ -72,7 +78,7 @@ async def test_a_malformed_outbox_entry_backs_off_alone(settings: Settings) -> N
             relay = orch.relay
 
             async def valid_ones_out() -> bool:
-                return int(await redis.xlen(keys.outbox)) == 2
+                return int(await redis.xlen(outbox)) == 2
 
             await wait_for(valid_ones_out, 30, "the relay to publish the valid entries")
             start = relay.rounds
@@ -85,7 +91,7 @@ async def test_a_malformed_outbox_entry_backs_off_alone(settings: Settings) -> N
             # 0.5 s, 1 s, 2 s...: at most a handful of tries each, not one per round
             assert 2 <= failures <= 2 * 5, failures
             assert (await http.get("/readyz")).status_code == 200
-            assert int(await redis.xlen(keys.outbox)) == 2  # kept, still retried
+            assert int(await redis.xlen(outbox)) == 2  # kept, still retried
         assert await published_ids(settings, expect=3) == set(ids)
     finally:
         await redis.aclose()
@@ -96,21 +102,21 @@ async def test_a_command_too_large_for_kafka_is_dead_lettered_and_dropped(
 ) -> None:
     """An outbox entry Kafka can never take (larger than any request) goes to the DLQ (its
     head, with the reason) and leaves the outbox; the entries behind it are published."""
-    keys = Keys(settings.key_prefix)
+    outbox = outbox_of(settings, "relay-ok")
     redis = redis_factory.client(settings)
     big, big_id = command("relay-big", 1)
     big["v"] = big["v"] + b" " * (MAX_REQUEST_BYTES + 1)
-    await redis.xadd(keys.outbox, big)  # type: ignore[arg-type]
+    await redis.xadd(outbox, big)  # type: ignore[arg-type]
     ids = []
     for n in range(1, 4):
         fields, cid = command("relay-ok", n)
-        await redis.xadd(keys.outbox, fields)  # type: ignore[arg-type]
+        await redis.xadd(outbox, fields)  # type: ignore[arg-type]
         ids.append(cid)
     try:
         async with running(settings, outbox_sweep_age_s=0.2):
 
             async def drained() -> bool:
-                return int(await redis.xlen(keys.outbox)) == 0
+                return int(await redis.xlen(outbox)) == 0
 
             await wait_for(drained, 30, "the relay to empty the outbox")
         assert await published_ids(settings, expect=3) == set(ids)
@@ -128,10 +134,11 @@ async def test_a_timer_that_cannot_be_sent_is_postponed_alone(
 ) -> None:
     """A due timer that cannot become a record (a saga id the wire refuses) is moved later in
     the timer set on its own backoff; the timers that make sagas progress still fire."""
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
+    timers = keys.timers_of(keys.partition("not a saga id!"))
     redis = redis_factory.client(settings)
     bad = "not a saga id!|timeout|reserve_inventory|1|a"
-    await redis.zadd(keys.timers, {bad: 1})
+    await redis.zadd(timers, {bad: 1})
     seen: set[str] = set()
 
     def silent_once(cmd: SagaCommand) -> Answer:  # the first attempt needs its timeout to fire
@@ -148,7 +155,7 @@ async def test_a_timer_that_cannot_be_sent_is_postponed_alone(
             states = await reader.wait_final(ids, timeout_s=60)
             assert set(states.values()) == {"completed"}
             assert orch.metrics.relay_entry_errors >= 1
-            score = await redis.zscore(keys.timers, bad)
+            score = await redis.zscore(timers, bad)
             assert score is not None and score > 1000  # postponed, not dropped or spinning
     finally:
         await redis.aclose()
@@ -159,28 +166,26 @@ async def test_an_unexpected_error_restarts_the_relay_after_a_backoff(
 ) -> None:
     """A bug that raises inside a relay round is logged with its traceback and the round runs
     again after a backoff: the relay does not end, and goes on re-publishing."""
-    keys = Keys(settings.key_prefix)
+    outbox = outbox_of(settings, "restart-1")
     redis = redis_factory.client(settings)
     fields, cid = command("restart-1", 1)
-    await redis.xadd(keys.outbox, fields)  # type: ignore[arg-type]
+    await redis.xadd(outbox, fields)  # type: ignore[arg-type]
     failures = {"left": 3}
-    real = RedisStore.due_timers
+    real = Ownership.take_pending
 
-    async def flaky(
-        self: RedisStore, now_ms: int, count: int, shard: int | None = None
-    ) -> list[str]:
+    async def flaky(self: Ownership) -> None:  # once a round
         if failures["left"]:
             failures["left"] -= 1
             raise RuntimeError("a bug in a relay round")
-        return await real(self, now_ms, count, shard)
+        await real(self)
 
-    monkeypatch.setattr(RedisStore, "due_timers", flaky)
+    monkeypatch.setattr(Ownership, "take_pending", flaky)
     caplog.set_level(logging.ERROR, logger="orchestrator.engine.relay")
     try:
         async with running(settings, outbox_sweep_age_s=0.2) as orch:
 
             async def drained() -> bool:
-                return int(await redis.xlen(keys.outbox)) == 0
+                return int(await redis.xlen(outbox)) == 0
 
             await wait_for(drained, 30, "the restarted relay to empty the outbox")
             assert orch.metrics.relay_restarts == 3
@@ -194,8 +199,8 @@ async def test_an_unexpected_error_restarts_the_relay_after_a_backoff(
 async def test_a_stalled_relay_makes_readyz_fail(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A relay whose rounds keep failing is "stalled" in /readyz (503) once 5 leases passed
-    without a finished round; ready again when its rounds finish."""
+    """A relay whose rounds keep failing is "stalled" in /readyz (503) once `relay_stalled_s`
+    passed without a finished round; ready again when its rounds finish."""
     broken = {"on": True}
     real: Callable[[Relay], Awaitable[bool]] = Relay.round
 
@@ -207,7 +212,7 @@ async def test_a_stalled_relay_makes_readyz_fail(
     monkeypatch.setattr(Relay, "round", failing)
     port = free_port()
     async with (
-        running(settings, http_port=port, leader_lease_s=0.4, infra_backoff_max_s=0.2),
+        running(settings, http_port=port, relay_stalled_s=2.0, infra_backoff_max_s=0.2),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
     ):
         body: dict[str, Any] = {}

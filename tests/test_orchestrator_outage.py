@@ -158,7 +158,8 @@ async def test_redis_cut_mid_batch_applies_nothing_twice_and_loses_nothing(
             assert orch.metrics.outbox_republished >= written, (written, lost)
 
             async def outbox_empty() -> bool:
-                return int(await reader.redis.xlen(reader.keys.outbox)) == 0
+                outboxes = [reader.keys.outbox_of(p) for p in reader.keys.all_partitions()]
+                return sum([int(await reader.redis.xlen(k)) for k in outboxes]) == 0
 
             await wait_for(outbox_empty, 30, "the outbox to be empty")
 

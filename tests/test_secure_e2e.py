@@ -68,6 +68,7 @@ def topics(secure: dict[str, str]) -> Iterator[dict[str, str]]:
         "SAGA_COMMANDS_TOPIC": f"s-{tag}-commands",
         "SAGA_EVENTS_TOPIC": f"s-{tag}-events",
         "SAGA_DLQ_TOPIC": f"s-{tag}-dlq",
+        "SAGA_TOPIC_PARTITIONS": "2",  # as created below: the orchestrator checks it
     }
     s = settings_of(secure)
     names = list(env.values())

@@ -22,10 +22,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from redis.asyncio import Redis
 
@@ -38,6 +37,7 @@ from orchestrator.config import OrchestratorSettings
 from orchestrator.core.decide import decide
 from orchestrator.core.model import Event, Operator, Reply, SagaState, Start
 from orchestrator.engine.keys import Keys
+from orchestrator.engine.ownership import Ownership, Rebalance
 from orchestrator.engine.publish import Outgoing, Poison, Publisher
 from orchestrator.engine.relay import Relay
 from orchestrator.engine.sagas import SagaModules
@@ -59,8 +59,6 @@ __all__ = ["Input", "Orchestrator", "Poison", "retryable"]
 log = logging.getLogger("orchestrator")
 T = TypeVar("T")
 MAX_CONFLICT_ROUNDS = 20
-#: the relay counts as stalled after this many leases without a finished round
-RELAY_STALLED_LEASES = 5
 
 
 def retryable(exc: BaseException) -> bool:
@@ -105,6 +103,7 @@ class Orchestrator:
         self.consumer: AIOKafkaConsumer | None = None
         self.publisher: Publisher | None = None
         self.relay: Relay | None = None
+        self.ownership: Ownership | None = None
         self._relay_task: asyncio.Task[None] | None = None
 
     # ---- lifecycle ----
@@ -121,19 +120,26 @@ class Orchestrator:
         )
         self.producer = kafka.producer(s, max_batch_size=262_144)
         self.consumer = kafka.consumer(
-            s, group_id=s.group, max_partition_fetch_bytes=4 * 1_048_576, fetch_max_wait_ms=50
+            s,
+            group_id=s.group,
+            max_partition_fetch_bytes=4 * 1_048_576,
+            fetch_max_wait_ms=50,
+            session_timeout_ms=s.consumer_session_timeout_ms,
+            heartbeat_interval_ms=min(3000, s.consumer_session_timeout_ms // 3),
         )
         self.publisher = Publisher(s, self.producer, self.store, self.metrics)
+        self.ownership = Ownership(self.redis, self.store.keys, self.metrics)
         self.relay = Relay(
-            s, self.store, self.producer, self.stop_event, self.metrics, self.publisher
-        )
+            s, self.store, self.producer, self.stop_event, self.metrics, self.publisher,
+            self.ownership,
+        )  # fmt: skip
         relay_task = None
         try:
             await self._retrying("start kafka producer", self.producer.start)
             await self._retrying("start kafka consumer", self.consumer.start)
-            if self.store.keys.shards:
-                await self._check_shards(self.producer)
-            self.consumer.subscribe([s.commands_topic, s.events_topic], listener=_Listener(self))
+            await self._check_partitions(self.producer)
+            listener = Rebalance(self._batch_lock, self.assigned, self.ownership, s.events_topic)
+            self.consumer.subscribe([s.commands_topic, s.events_topic], listener=listener)
             relay_task = asyncio.create_task(self.relay.run(), name="relay")
             self._relay_task = relay_task
             log.info(
@@ -163,10 +169,11 @@ class Orchestrator:
     def stop(self) -> None:
         self.stop_event.set()
 
-    async def _check_shards(self, producer: AIOKafkaProducer) -> None:
-        """Redis Cluster: a saga's keys live in shard `partition_of(id, topic_partitions)`,
-        the partition Kafka gives its records. Topics with another partition count would file
-        sagas under shards that are not their partitions: refuse to start."""
+    async def _check_partitions(self, producer: AIOKafkaProducer) -> None:
+        """A saga's timers and outbox entries (and on a Redis Cluster all its keys) live in
+        partition `partition_of(id, topic_partitions)`, the partition Kafka gives its records,
+        and each partition is served by the copy that owns it. Topics with another partition
+        count would file sagas under partitions nobody serves: refuse to start."""
         for topic in (self.s.commands_topic, self.s.events_topic):
             ids = await self._retrying(
                 f"read {topic}'s partitions", functools.partial(producer.partitions_for, topic)
@@ -175,8 +182,9 @@ class Orchestrator:
             if n != self.s.topic_partitions:
                 raise RuntimeError(
                     f"topic {topic} has {n} partitions but SAGA_TOPIC_PARTITIONS is "
-                    f"{self.s.topic_partitions}: on a Redis Cluster the keys are sharded by "
-                    "partition, so the two must be equal"
+                    f"{self.s.topic_partitions}: the relay's timers and outbox (and on a Redis "
+                    "Cluster every key) are sharded by partition, so the two must be equal; "
+                    f"set SAGA_TOPIC_PARTITIONS={n}"
                 )
 
     # ---- what the HTTP API may see (orchestrator.ops.http.DaemonView) ----
@@ -186,14 +194,14 @@ class Orchestrator:
     def problems(self) -> list[str]:
         """What keeps this copy from doing its work right now: a Redis or Kafka failure being
         retried ("redis: OOM command not allowed... (since 12s)"), a relay without a finished
-        round for 5 leases."""
+        round for `relay_stalled_s`."""
         out = self.metrics.faults.problems()
         task, relay = self._relay_task, self.relay
         if task is None or relay is None or self.stop_event.is_set():
             return out
         if task.done():
             out.append("relay stopped")
-        elif (stalled := relay.stalled_s()) > RELAY_STALLED_LEASES * self.s.leader_lease_s:
+        elif (stalled := relay.stalled_s()) > self.s.relay_stalled_s:
             out.append(f"relay stalled for {stalled:.0f}s")
         return out
 
@@ -400,7 +408,7 @@ class Orchestrator:
             return Poison(inp.record, "rejected", t.note)
         d = definition or self.registry[t.state.saga_type]
         outbox = [
-            command_record(t.state, c, msg.message_id, self.s.output_format) for c in t.commands
+            command_record(t.state, c, msg.message_id, self.s.output_format, d) for c in t.commands
         ]
         r = inp.record
         return Write(
@@ -485,21 +493,3 @@ class Orchestrator:
         )
         self.metrics.faults.ok("loop")
         return result
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Lets the batch in flight finish and commit before partitions move to another copy."""
-
-    def __init__(self, orch: Orchestrator) -> None:
-        self.orch = orch
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self.orch._batch_lock:
-            self.orch.assigned -= set(revoked)
-            if revoked:  # the first join calls this with nothing to revoke
-                crash_point("orchestrator.in_revoke")
-        log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.orch.assigned |= set(assigned)
-        log.info("partitions assigned: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))

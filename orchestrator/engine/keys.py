@@ -5,14 +5,22 @@ Two layouts, chosen by `SAGA_REDIS_CLUSTER` (docs/ARCHITECTURE.md, "Key map"):
 - One Redis (`shards == 0`): per-saga keys are `<prefix>:<saga id>` (the hash a person reads
   with `redis-cli HGETALL saga:<id>`), `<prefix>:<saga id>:history` (a capped list of
   transitions), `<prefix>:<saga id>:seen` (ids of operator commands taken) and
-  `<prefix>:<saga id>:gone` (the tombstone); the shared structures are one key each
-  (`<prefix>:_outbox`, `<prefix>:_timers`, `<prefix>:_index:<state>`).
+  `<prefix>:<saga id>:gone` (the tombstone); the state indexes are one key each
+  (`<prefix>:_index:<state>`).
 - Redis Cluster (`shards == N`, the topics' partition count): a saga belongs to shard p, the
   Kafka partition its id hashes to (murmur2, as Kafka's default partitioner places the saga's
   records), and every key one step touches carries the hash tag `{p<p>}`:
   `<prefix>:{p7}:<saga id>`, `<prefix>:{p7}:<saga id>:history`, `<prefix>:{p7}:_outbox`,
   `<prefix>:{p7}:_timers`, `<prefix>:{p7}:_index:<state>`. One step stays one atomic script
   in one slot; the shards spread over the masters.
+
+In both layouts what the relay serves is per partition (`partitions`, the topics' partition
+count): `<prefix>:{p7}:_outbox`, `<prefix>:{p7}:_timers`, and the partition's ownership,
+`<prefix>:{p7}:_owner` (the token of the copy whose relay serves it) and `<prefix>:{p7}:_epoch`
+(bumped by every take). So each copy's relay reads only the partitions it owns, and the
+ownership check and the read are one script in one slot. On one Redis the tag is harmless.
+The global `<prefix>:_outbox` and `<prefix>:_timers` of older versions (`old_outbox`,
+`old_timers`) are still drained by the owner of partition 0.
 
 Shared structures start with `_`, which a saga id never does, so the two can never collide.
 """
@@ -42,12 +50,25 @@ def partition_of(saga_id: str, partitions: int) -> int:
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "saga"
-    #: 0: one Redis, one key per shared structure; N: Redis Cluster, N shards (see above)
+    #: 0: one Redis, saga keys untagged and global indexes; N: Redis Cluster, N shards
     shards: int = 0
+    #: the topics' partition count: the relay's outbox, timers and ownership are per partition
+    #: in both layouts (0: as many as `shards`, at least 1)
+    partitions: int = 0
+
+    def __post_init__(self) -> None:
+        if self.partitions == 0:  # frozen: set once, here
+            object.__setattr__(self, "partitions", self.shards or 1)
+        if self.partitions < 1 or (self.shards and self.shards != self.partitions):
+            raise ValueError(
+                f"{self.partitions} partitions for {self.shards} shards: on a Redis Cluster the "
+                "shards are the partitions"
+            )
 
     @classmethod
     def of(cls, s: _KeySettings) -> Keys:
-        return cls(s.key_prefix, s.topic_partitions if s.redis_cluster else 0)
+        n = s.topic_partitions
+        return cls(s.key_prefix, n if s.redis_cluster else 0, n)
 
     # ---- shards ----
     def shard_of(self, saga_id: str) -> int | None:
@@ -83,25 +104,43 @@ class Keys:
         """Sagas in a state, scored by the time (ms) they entered it."""
         return f"{self._base(shard)}:_index:{state}"
 
-    def outbox_of(self, shard: int | None) -> str:
-        return f"{self._base(shard)}:_outbox"
+    # ---- what the relay serves, per partition (both layouts) ----
+    def partition(self, saga_id: str) -> int:
+        """The partition whose relay serves this saga's outbox entries and timers."""
+        return partition_of(saga_id, self.partitions)
 
-    def timers_of(self, shard: int | None) -> str:
-        return f"{self._base(shard)}:_timers"
+    def all_partitions(self) -> list[int]:
+        return list(range(self.partitions))
+
+    def _part(self, partition: int) -> str:
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition!r} is not one of the {self.partitions}")
+        return f"{self.prefix}:{{p{partition}}}"
+
+    def outbox_of(self, partition: int) -> str:
+        return f"{self._part(partition)}:_outbox"
+
+    def timers_of(self, partition: int) -> str:
+        """Due times (ms) of the partition's timers, by member (`timer_member`)."""
+        return f"{self._part(partition)}:_timers"
+
+    def owner(self, partition: int) -> str:
+        """`<member>:<epoch>` of the copy whose relay serves the partition now."""
+        return f"{self._part(partition)}:_owner"
+
+    def epoch(self, partition: int) -> str:
+        """The partition's ownership generation, bumped by every take."""
+        return f"{self._part(partition)}:_epoch"
 
     @property
-    def outbox(self) -> str:
-        """The outbox on one Redis (`outbox_of(shard)` in cluster mode)."""
-        return self.outbox_of(None)
+    def old_outbox(self) -> str:
+        """The global outbox of older versions (one Redis): drained, never written."""
+        return f"{self.prefix}:_outbox"
 
     @property
-    def timers(self) -> str:
-        """The timer set on one Redis (`timers_of(shard)` in cluster mode)."""
-        return self.timers_of(None)
-
-    @property
-    def leader(self) -> str:
-        return f"{self.prefix}:_leader"
+    def old_timers(self) -> str:
+        """The global timer set of older versions (one Redis): drained, never written."""
+        return f"{self.prefix}:_timers"
 
     def owned(self, saga_id: str) -> dict[str, str]:
         """Every key of one saga, by kind (what `MEMORY USAGE` is summed over)."""
@@ -112,8 +151,9 @@ class Keys:
             "tombstone": self.tombstone(saga_id),
         }
 
-    def shared_per_saga(self, shard: int | None = None) -> dict[str, str]:
-        """The shared structures that hold one entry per saga (or per command or timer), of
-        one shard."""
+    def shared_per_saga(self, saga_id: str) -> dict[str, str]:
+        """The shared structures that may hold an entry of this saga (or of its commands or
+        timers): its shard's indexes, its partition's timers and outbox."""
+        shard, part = self.shard_of(saga_id), self.partition(saga_id)
         out = {f"index:{s.value}": self.index(s.value, shard) for s in Status}
-        return out | {"timers": self.timers_of(shard), "outbox": self.outbox_of(shard)}
+        return out | {"timers": self.timers_of(part), "outbox": self.outbox_of(part)}

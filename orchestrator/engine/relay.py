@@ -1,9 +1,13 @@
-"""Background duties of one elected orchestrator copy: fire due timers, re-publish outbox
-entries a crash left behind, and trim the state indexes of expired sagas.
+"""Background duties of every orchestrator copy, for the partitions it owns: fire due timers,
+re-publish outbox entries a crash left behind, compact completed sagas and trim the state
+indexes of expired ones.
 
-Election is a Redis lease (SET NX PX, renewed by the holder). Two copies briefly both
-believing they lead is harmless: timer events carry deterministic ids and commands carry
-deterministic command ids, so duplicates are deduplicated downstream.
+There is no leader and no lease. Each copy serves the events topic's partitions Kafka assigned
+it, fenced by each partition's ownership generation (`ownership.py`): every read it fires from
+first checks, in the same Lua call, that the partition's `_owner` still holds the token this
+copy took, so a copy paused while its partitions moved fires nothing. Two copies firing the same
+timer or command (one send already on its way when the partition moved) are harmless: timer
+events and commands carry deterministic ids and are deduplicated downstream.
 
 Nothing ends the relay but a stop: a round that fails (Redis or Kafka away, or a bug) is logged,
 shown in `/readyz` and run again after a backoff. One timer or outbox entry that cannot be sent
@@ -18,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -28,6 +31,8 @@ from infra.errors import is_record_error, is_transient
 from infra.retry import Backoff, Stopped, pause, retry
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.model import FINAL, parse_timer_member
+from orchestrator.engine.compact import compact_shard
+from orchestrator.engine.ownership import Ownership
 from orchestrator.engine.publish import Publisher, Record, send_each
 from orchestrator.engine.store import OutboxEntry, RedisStore
 from orchestrator.engine.translate import timer_record
@@ -35,18 +40,21 @@ from orchestrator.telemetry.metrics import Metrics
 
 log = logging.getLogger("orchestrator.engine.relay")
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
 TIMERS_PER_ROUND = 1000
 OUTBOX_PER_ROUND = 500
 #: outbox pages read past entries that wait for their own retry, per round
 OUTBOX_PAGES = 10
 #: how one failing timer or outbox entry is retried, on its own
 ENTRY_BACKOFF = Backoff(initial_s=0.5, max_s=60.0)
+#: completed sagas compacted per shard and round
+COMPACT_PER_ROUND = 200
+#: seconds between two trims of the state indexes
+TRIM_EVERY_S = 60.0
+#: seconds between two compactions of a shard that had nothing more to compact
+COMPACT_EVERY_S = 1.0
+#: a round that took longer than this (the process was paused, or starved) is followed by
+#: another at once: partitions that moved meanwhile meet the fence before the revoke arrives
+STALLED_ROUND_S = 1.0
 
 
 @dataclass
@@ -66,6 +74,7 @@ class Relay:
         stop: asyncio.Event,
         metrics: Metrics,
         publisher: Publisher | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self.s = settings
         self.store = store
@@ -73,20 +82,24 @@ class Relay:
         self.stop = stop
         self.metrics = metrics
         self.publisher = publisher or Publisher(settings, producer, store, metrics)
-        self.me = uuid.uuid4().hex
-        self._lease = store.redis.register_script(_RENEW)
+        self.own = ownership or Ownership(store.redis, store.keys, metrics)
         self._last_trim = 0.0
-        #: when the last round finished (monotonic seconds), leader or not; and how many did
+        #: per shard: when it was last compacted (monotonic), and whether that call was full
+        self._compacted: dict[int | None, tuple[float, bool]] = {}
+        #: when the last round finished (monotonic seconds), partitions owned or not; and how
+        #: many did
         self.last_ok_s = time.monotonic()
         self.rounds = 0
         self._timer_failures: dict[str, int] = {}
-        #: outbox entries waiting out their own failure, by (shard, entry id)
+        #: outbox entries waiting out their own failure, by (partition, entry id); None is the
+        #: global outbox of older versions
         self._held: dict[tuple[int | None, bytes], _Held] = {}
 
     async def run(self) -> None:
         """Rounds until the stop event; a failed round is retried after a backoff."""
         backoff = Backoff(max_s=self.s.infra_backoff_max_s)
         while not self.stop.is_set():
+            started = time.monotonic()
             try:
                 busy = await retry(
                     self.round,
@@ -102,7 +115,7 @@ class Relay:
             self.last_ok_s = time.monotonic()
             self.rounds += 1
             self.metrics.faults.ok("relay")
-            if not busy:
+            if not busy and time.monotonic() - started < STALLED_ROUND_S:
                 await pause(self.stop, self.s.timer_poll_interval_s)
 
     def _failed(self, exc: BaseException) -> None:
@@ -118,31 +131,78 @@ class Relay:
         return time.monotonic() - self.last_ok_s
 
     async def round(self) -> bool:
-        """Lead if the lease allows, then one tick; True when there may be more work now."""
-        return await self.tick() if await self.lead() else False
-
-    async def lead(self) -> bool:
-        lease_ms = int(self.s.leader_lease_s * 1000)
-        return bool(await self._lease(keys=[self.store.keys.leader], args=[self.me, lease_ms]))
+        """Take the partitions assigned since the last round, then serve every partition this
+        copy owns; True when there may be more work now."""
+        await self.own.take_pending()
+        return await self.tick()
 
     async def tick(self) -> bool:
-        """One round; True when there may be more work right away."""
-        fired = republished = 0
-        for shard in self.store.keys.all_shards():  # [None] on one Redis
-            fired = max(fired, await self.fire_timers(shard))
-            republished = max(republished, await self.republish_outbox(shard))
-        if time.monotonic() - self._last_trim > 60:
+        """One round over the owned partitions, all at once: each begins with its fenced read,
+        so an idle round costs the same few round trips to Redis however many partitions the
+        copy owns, and a copy resumed after a pause meets the fence on every partition it lost
+        in one go. True when there may be more work."""
+        results = await asyncio.gather(
+            *(self.serve(p) for p in self.own.owned()), return_exceptions=True
+        )
+        for r in results:  # every partition's work ended before the round fails
+            if isinstance(r, BaseException):
+                raise r
+        busy = any(results)
+        if time.monotonic() - self._last_trim > TRIM_EVERY_S:
             await self.trim_indexes()
             self._last_trim = time.monotonic()
-        return fired >= TIMERS_PER_ROUND or republished >= OUTBOX_PER_ROUND
+        return busy
 
-    async def fire_timers(self, shard: int | None = None) -> int:
-        """One shard's due timers -> TimerFired records; each timer that fails is postponed on
-        its own."""
+    async def serve(self, part: int) -> bool:
+        """One partition: its timers, its outbox, its completed sagas; the owner of partition
+        0 also drains the global timers and outbox of older versions (one Redis) and compacts
+        the single Redis's sagas."""
+        lags: list[float] = []
+        parts: list[int | None] = [part]
+        if part == 0 and not self.store.keys.shards:
+            parts.append(None)
+        busy = False
+        for p in parts:
+            fired = await self.fire_timers(p, lags)
+            if fired is None:
+                return False  # fenced: the partition is no longer ours
+            republished = await self.republish_outbox(p, lags)
+            if republished is None:
+                return False
+            busy = busy or fired >= TIMERS_PER_ROUND or republished >= OUTBOX_PER_ROUND
+        if self.own.holds(part):
+            self.metrics.relay_lag_s[part] = max(lags, default=0.0)
+        shard = part if self.store.keys.shards else None  # one Redis: its sagas are one shard
+        if self.s.compact_after_s > 0 and (shard is not None or part == 0):
+            busy = await self.compact(shard) or busy
+        return busy
+
+    async def compact(self, shard: int | None) -> bool:
+        """Completed sagas past `compact_after_s` -> their summary (`compact.py`); a shard
+        with nothing more to do is looked at again after COMPACT_EVERY_S, not every round."""
+        last, full = self._compacted.get(shard, (0.0, True))
+        if not full and time.monotonic() - last < COMPACT_EVERY_S:
+            return False
+        older_than = int((time.time() - self.s.compact_after_s) * 1000)
+        keys = self.store.keys
+        n = await compact_shard(self.store.redis, keys, shard, older_than, COMPACT_PER_ROUND)
+        self._compacted[shard] = (time.monotonic(), n >= COMPACT_PER_ROUND)
+        return n >= COMPACT_PER_ROUND
+
+    async def fire_timers(self, part: int | None, lags: list[float] | None = None) -> int | None:
+        """One partition's due timers -> TimerFired records; each timer that fails is postponed
+        on its own. None when fenced (another copy took the partition). `part` None: the global
+        timer set of older versions, fenced by partition 0."""
         now_ms = int(time.time() * 1000)
-        members = await self.store.due_timers(now_ms, TIMERS_PER_ROUND, shard)
-        if not members:
+        key = self.store.timers_key(part)
+        due = await self.own.due_timers(0 if part is None else part, key, now_ms, TIMERS_PER_ROUND)
+        if due is None:
+            return None
+        if not due:
             return 0
+        if lags is not None:  # the oldest due timer: how far behind this partition's timers are
+            lags.append(max(0.0, (now_ms - due[0][1]) / 1000))
+        members = [m for m, _ in due]
         gone: list[str] = []  # sent, or unreadable by this version
         failed: dict[str, Exception] = {}
         ready: list[tuple[str, Record]] = []
@@ -153,8 +213,8 @@ class Relay:
                     log.error("dropping a timer this version cannot read: %r", m)
                     gone.append(m)
                     continue
-                saga_id, due = parsed
-                ready.append((m, timer_record(saga_id, m, due, self.s.output_format)))
+                saga_id, when = parsed
+                ready.append((m, timer_record(saga_id, m, when, self.s.output_format)))
             except Exception as exc:  # a member that parses but cannot become a record
                 failed[m] = exc
         outcomes = await send_each(self.producer, self.s.events_topic, [r for _, r in ready])
@@ -167,12 +227,12 @@ class Relay:
                 outage = outage or err  # Kafka's fault, not the timer's: the round backs off
             else:
                 failed[m] = err
-        await self.store.remove_timers(gone, shard)
+        await self.store.remove_timers(gone, part)
         self.metrics.timers_fired += len(gone)
         if failed:
             await self.store.postpone_timers(
                 {m: now_ms + int(self._entry_failed(m, e) * 1000) for m, e in failed.items()},
-                shard,
+                part,
             )
         if outage is not None:
             raise outage
@@ -189,21 +249,32 @@ class Relay:
         )
         return delay
 
-    async def republish_outbox(self, shard: int | None = None) -> int:
-        """One shard's outbox entries older than the sweep age -> commands again; an entry
-        that fails waits for its own retry time while the others go on."""
+    async def republish_outbox(
+        self, part: int | None, lags: list[float] | None = None
+    ) -> int | None:
+        """One partition's outbox entries older than the sweep age -> commands again; an entry
+        that fails waits for its own retry time while the others go on. None when fenced.
+        `part` None: the global outbox of older versions, fenced by partition 0."""
         age_ms = int(self.s.outbox_sweep_age_s * 1000)
         now = time.monotonic()
+        now_ms = int(time.time() * 1000)
+        cutoff = f"{now_ms - age_ms}-0"
+        key = self.store.outbox_key(part)
         ready: list[tuple[bytes, OutboxEntry]] = []
         failed: list[tuple[bytes, Exception]] = []
         seen: set[bytes] = set()
-        after: bytes | None = None
+        start: bytes | str = "-"
         complete = False  # read up to the cutoff: a held id not seen is gone
-        for _ in range(OUTBOX_PAGES):
-            rows = await self.store.outbox_older_than(age_ms, OUTBOX_PER_ROUND, after, shard)
+        for page in range(OUTBOX_PAGES):
+            fence = 0 if part is None else part
+            rows = await self.own.outbox_rows(fence, key, start, cutoff, OUTBOX_PER_ROUND)
+            if rows is None:
+                return None
+            if page == 0 and rows and lags is not None:  # the oldest entry past its sweep age
+                lags.append(max(0.0, (now_ms - age_ms - _entry_ms(rows[0][0])) / 1000))
             for rid, fields in rows:
                 seen.add(rid)
-                held = self._held.get((shard, rid))
+                held = self._held.get((part, rid))
                 if held is not None and held.not_before_s > now:
                     continue
                 try:
@@ -215,15 +286,17 @@ class Relay:
                 break
             if len(ready) >= OUTBOX_PER_ROUND:
                 break
-            after = rows[-1][0]
+            start = b"(" + rows[-1][0]
         if complete:
             self._held = {
-                (sh, rid): h for (sh, rid), h in self._held.items() if sh != shard or rid in seen
+                (sh, rid): h for (sh, rid), h in self._held.items() if sh != part or rid in seen
             }
         if not ready and not failed:
             return 0
         outcomes = await send_each(
-            self.producer, self.s.commands_topic, [(e.key, e.value, e.headers) for _, e in ready]
+            self.producer,
+            self.publisher.command_topic,
+            [(e.key, e.value, e.headers) for _, e in ready],
         )
         crash_point("relay.after_publish")
         done: list[bytes] = []
@@ -239,10 +312,10 @@ class Relay:
             else:
                 failed.append((rid, err))
         for rid, err in failed:
-            self._hold(shard, rid, err)
-        await self.store.outbox_delete(done, shard)
+            self._hold(part, rid, err)
+        await self.store.outbox_delete(done, part)
         for rid in done:
-            self._held.pop((shard, rid), None)
+            self._held.pop((part, rid), None)
         if done:
             self.metrics.outbox_republished += len(done)
             log.info("re-published %d commands left in the outbox", len(done))
@@ -250,10 +323,10 @@ class Relay:
             raise outage
         return len(ready)
 
-    def _hold(self, shard: int | None, rid: bytes, exc: Exception) -> None:
-        n = self._held[(shard, rid)].failures if (shard, rid) in self._held else 0
+    def _hold(self, part: int | None, rid: bytes, exc: Exception) -> None:
+        n = self._held[(part, rid)].failures if (part, rid) in self._held else 0
         delay = ENTRY_BACKOFF.delay(n)
-        self._held[(shard, rid)] = _Held(n + 1, time.monotonic() + delay)
+        self._held[(part, rid)] = _Held(n + 1, time.monotonic() + delay)
         self.metrics.relay_entry_errors += 1
         log.warning(
             "relay: outbox entry %s failed (%s: %s); retrying it in %.1fs",
@@ -261,13 +334,21 @@ class Relay:
         )
 
     async def trim_indexes(self) -> None:
-        """Final sagas expire after the retention time; drop their index entries too."""
+        """Final sagas expire after the retention time; drop their index entries too, in the
+        shards this copy owns (one Redis: the owner of partition 0 trims the global indexes)."""
         if self.s.retention_s <= 0:
             return
         cutoff = int(time.time() * 1000) - self.s.retention_s * 1000
         keys = self.store.keys
-        for shard in keys.all_shards():
+        owned = self.own.owned()
+        shards: list[int | None] = list(owned) if keys.shards else [None] if 0 in owned else []
+        for shard in shards:
             for status in FINAL:
                 await self.store.redis.zremrangebyscore(
                     keys.index(status.value, shard), "-inf", cutoff
                 )
+
+
+def _entry_ms(rid: bytes) -> int:
+    """The time (ms) in a stream entry id (`<ms>-<seq>`)."""
+    return int(rid.split(b"-", 1)[0])

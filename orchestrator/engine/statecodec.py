@@ -24,10 +24,22 @@ The layout before this one (one field per step attribute, `step.<name>.status`, 
 `current_step_index`, every field always present, `data` in one piece) is still read: a saga
 written by an older version loads the same, and its next step rewrites it in this layout
 (`Write.dropped` removes the old fields).
+
+A completed saga is compacted after a grace period (`orchestrator/engine/compact.py`) to a
+summary: type, state, version, the times (and correlation id, definition version, entered time
+when not at their default), and one field `steps` with each step's final status in definition
+order, `@` the milliseconds after `created_at` its last transition came (from the history,
+which goes):
+
+    steps    completed@432 completed@993 completed@1489 completed@2764
+
+It decodes to the same saga minus what was dropped: the data, the step results, attempts and
+errors, the traceparent and the start's id (`summary_fields`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +55,11 @@ CHUNK_BYTES = 64
 #: a large order must not become thousands of fields
 MAX_PIECES = 16
 _CHUNK = re.compile(r"^(.*)~([0-9]+)$")
+#: the one field of a compacted saga's steps (see above)
+SUMMARY = "steps"
+#: a history note that names a step: `completed reserve_inventory#1: ...`,
+#: `timeout compensation timer process_payment#2 ...` (`describe_event`)
+_STEP_NOTE = re.compile(r"^[a-z_]+(?: compensation)?(?: timer)? (\S+)#[0-9]+")
 _OLD_STEP_FIELDS = ("status", "attempts", "compensation_attempts", "result", "may_have_run")
 
 
@@ -212,6 +229,11 @@ def from_fields(raw: dict[Any, Any], definition: SagaDefinition, saga_id: str = 
     f = join_long(decode_fields(raw))
     sid = f.get("saga_id") or saga_id
     current = definition.index(f.get("current_step", "")) or 0
+    if SUMMARY in f:  # compacted: a completed saga ended on its last step
+        steps = summary_steps(f[SUMMARY], len(definition.steps))
+        current = len(definition.steps) - 1
+    else:
+        steps = tuple(read_step(f, sd.name) for sd in definition.steps)
     updated = f["updated_at"]
     return SagaState(
         saga_id=sid,
@@ -219,7 +241,7 @@ def from_fields(raw: dict[Any, Any], definition: SagaDefinition, saga_id: str = 
         definition_version=int(f.get("definition_version", "1")),
         status=Status(f["state"]),
         current_step=int(f.get("current_step_index", current)),
-        steps=tuple(read_step(f, sd.name) for sd in definition.steps),
+        steps=steps,
         data=orjson.loads(f.get("data") or "{}"),
         version=int(f["version"]),
         created_ms=from_iso(f["created_at"]),
@@ -250,10 +272,15 @@ def logical_fields(
     for name in ("last_error", "traceparent", "data"):
         out.setdefault(name, "")
     names = [s.name for s in definition.steps] if definition else []
+    compacted: dict[str, StepState] = {}
+    if SUMMARY in f and definition:  # unknown type: `steps` is shown as it stands
+        with contextlib.suppress(ValueError):  # written by hand: shown as it stands
+            compacted = dict(zip(names, summary_steps(f[SUMMARY], len(names)), strict=True))
+            out.setdefault("current_step", names[-1])
     for name in names + [n for n in step_names(f) if n not in names]:
         p = f"step.{name}."
         try:
-            s = read_step(f, name)
+            s = compacted[name] if name in compacted else read_step(f, name)
         except (ValueError, KeyError, IndexError):  # written by hand: shown as it stands
             out |= {k: v for k, v in f.items() if k == p[:-1] or k.startswith(p)}
             continue
@@ -267,3 +294,49 @@ def logical_fields(
             p + "retry_floors": f"{s.attempt_floor}/{s.compensation_floor}",
         }
     return out
+
+
+def summary_steps(text: str, count: int) -> tuple[StepState, ...]:
+    """The steps of a compacted saga's `steps` field (statuses only; ValueError when it does
+    not name `count` known statuses)."""
+    tokens = text.split()
+    if len(tokens) != count:
+        raise ValueError(f"{SUMMARY!r} names {len(tokens)} steps, not {count}")
+    return tuple(StepState(status=StepStatus(t.partition("@")[0])) for t in tokens)
+
+
+def summary_fields(raw: dict[Any, Any], history: list[dict[str, str]]) -> dict[str, str] | None:
+    """The summary a completed saga is compacted to (see above), from its hash and its history
+    entries (`history.decode`); None for a hash that is not a completed saga of this layout or
+    does not parse (written by hand, or by an older version: left as it is)."""
+    f = join_long(decode_fields(raw))
+    if f.get("state") != Status.COMPLETED.value or SUMMARY in f or "saga_id" in f or "mode" in f:
+        return None  # not completed, compacted already, an older layout, or one the tracker owns
+    names = step_names(f)
+    try:
+        created = from_iso(f["created_at"])
+        from_iso(f["updated_at"])
+        int(f["version"])
+        statuses = [parse_step(f[f"step.{n}"]).status.value for n in names]
+    except (KeyError, ValueError, IndexError):
+        return None
+    if not f.get("type") or not names:
+        return None
+    # Steps are written in definition order as they begin (`to_fields`; a completed saga has
+    # begun, or skipped, every step), so a listpack hash's order is the definition's (the
+    # script compacts no other encoding).
+    done: dict[str, int] = {}
+    for e in history:
+        m = _STEP_NOTE.match(e.get("note", ""))
+        if e.get("outcome") == "applied" and m and m.group(1) in names:
+            with contextlib.suppress(ValueError):
+                done[m.group(1)] = from_iso(e.get("at", ""))
+    tokens = [
+        f"{st}@{done[n] - created}" if n in done else st
+        for n, st in zip(names, statuses, strict=True)
+    ]
+    out = {k: f[k] for k in ("type", "state", "version", "created_at", "updated_at")}
+    for k in ("definition_version", "state_entered_at", "correlation_id"):
+        if k in f:
+            out[k] = f[k]
+    return split_long(out | {SUMMARY: " ".join(tokens)})

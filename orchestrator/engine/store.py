@@ -142,12 +142,13 @@ class RedisStore:
         new_status = state.status.value
         applied = t.outcome == "applied"
         shard = k.shard_of(w.saga_id)  # every key of the step in the saga's slot
+        part = k.partition(w.saga_id)  # its relay's partition: the same slot on a cluster
         keys = StepKeys(
             saga=k.saga(w.saga_id),
             history=k.history(w.saga_id),
             seen=k.seen(w.saga_id),
-            outbox=k.outbox_of(shard),
-            timers=k.timers_of(shard),
+            outbox=k.outbox_of(part),
+            timers=k.timers_of(part),
             old_index=k.index(w.before_status or new_status, shard),
             new_index=k.index(new_status, shard),
             tombstone=k.tombstone(w.saga_id),
@@ -220,53 +221,48 @@ class RedisStore:
             out.append(WriteResult(status, list(r[1:]) if code == 1 else []))
         return out
 
-    # ---- outbox and timers, per shard (None on one Redis: `Keys.all_shards`) ----
-    async def outbox_delete(self, ids: list[bytes], shard: int | None = None) -> None:
+    # ---- outbox and timers, per partition (None: the global keys of older versions) ----
+    def outbox_key(self, part: int | None) -> str:
+        return self.keys.old_outbox if part is None else self.keys.outbox_of(part)
+
+    def timers_key(self, part: int | None) -> str:
+        return self.keys.old_timers if part is None else self.keys.timers_of(part)
+
+    async def outbox_delete(self, ids: list[bytes], part: int | None) -> None:
         if ids:
-            await self.redis.xdel(self.keys.outbox_of(shard), *ids)
+            await self.redis.xdel(self.outbox_key(part), *ids)
 
     async def outbox_delete_written(self, written: list[tuple[str, bytes]]) -> None:
-        """Delete (saga id, outbox id) entries, each from its saga's shard, in one round trip."""
-        by_shard: dict[int | None, list[bytes]] = {}
+        """Delete (saga id, outbox id) entries, each from its saga's partition, in one round
+        trip."""
+        by_part: dict[int, list[bytes]] = {}
         for saga_id, oid in written:
-            by_shard.setdefault(self.keys.shard_of(saga_id), []).append(oid)
+            by_part.setdefault(self.keys.partition(saga_id), []).append(oid)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for shard, ids in by_shard.items():
-                pipe.xdel(self.keys.outbox_of(shard), *ids)
+            for part, ids in by_part.items():
+                pipe.xdel(self.keys.outbox_of(part), *ids)
             await pipe.execute()
 
-    async def outbox_older_than(
-        self, age_ms: int, count: int, after: bytes | None = None, shard: int | None = None
-    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Entries left behind (by a crash, or a publish still under way) for longer than age,
-        oldest first, after the id `after`; raw fields (`OutboxEntry.from_fields` parses one)."""
-        cutoff = int(time.time() * 1000) - age_ms
-        start = b"(" + after if after else "-"
-        outbox = self.keys.outbox_of(shard)
-        rows: Any = await self.redis.xrange(outbox, start, f"{cutoff}-0", count=count)
-        return [(rid, f) for rid, f in rows]
-
     async def outbox_depth(self) -> int:
-        """Entries in every shard's outbox."""
+        """Entries in every partition's outbox (and the old global one, on one Redis)."""
         total = 0
-        for shard in self.keys.all_shards():
-            total += int(await self.redis.xlen(self.keys.outbox_of(shard)))
+        for part in self.relay_parts():
+            total += int(await self.redis.xlen(self.outbox_key(part)))
         return total
 
-    async def due_timers(self, now_ms: int, count: int, shard: int | None = None) -> list[str]:
-        rows: Any = await self.redis.zrangebyscore(
-            self.keys.timers_of(shard), "-inf", now_ms, start=0, num=count
-        )
-        return [r.decode() if isinstance(r, bytes) else r for r in rows]
+    def relay_parts(self) -> list[int | None]:
+        """Every partition the relay serves, and None (the old global keys) on one Redis."""
+        old: list[int | None] = [] if self.keys.shards else [None]
+        return [*self.keys.all_partitions(), *old]
 
-    async def remove_timers(self, members: list[str], shard: int | None = None) -> None:
+    async def remove_timers(self, members: list[str], part: int | None) -> None:
         if members:
-            await self.redis.zrem(self.keys.timers_of(shard), *members)
+            await self.redis.zrem(self.timers_key(part), *members)
 
-    async def postpone_timers(self, due_ms: dict[str, int], shard: int | None = None) -> None:
+    async def postpone_timers(self, due_ms: dict[str, int], part: int | None) -> None:
         """Move timers to a later due time; a timer the daemon removed meanwhile stays gone."""
         if due_ms:
-            await self.redis.zadd(self.keys.timers_of(shard), dict(due_ms), xx=True)
+            await self.redis.zadd(self.timers_key(part), dict(due_ms), xx=True)
 
     # ---- history ----
     async def history(self, saga_id: str, count: int = HISTORY_CAP) -> list[dict[str, str]]:

@@ -367,7 +367,8 @@ class HttpApi:
     async def metrics(self, request: web.Request) -> web.Response:
         """The system-wide gauges are read from Redis now; one that did not answer in time is
         left out (and `saga_redis_up` is 0) rather than shown as a 0 that hides the failure."""
-        g = Gauges(assigned_partitions=len(self.daemon.partitions()))
+        # a partition number counts once though the copy may own it in both input topics
+        g = Gauges(assigned_partitions=len({p for _, p in self.daemon.partitions()}))
         g.ready = not await self.readiness()
         try:
             assert self.redis is not None

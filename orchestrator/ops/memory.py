@@ -51,8 +51,7 @@ async def measure(redis: Redis, keys: Keys, saga_ids: list[str]) -> MemoryReport
     for sid in saga_ids:
         for kind, key in keys.owned(sid).items():
             report.own[kind] = report.own.get(kind, 0) + await memory_usage(redis, key)
-    shards = {keys.shard_of(sid) for sid in saga_ids} or {None}
-    for shard in shards:  # the shards these sagas live in (one on a single Redis)
-        for kind, key in keys.shared_per_saga(shard).items():
-            report.shared[kind] = report.shared.get(kind, 0) + await memory_usage(redis, key)
+    shared = {key: kind for sid in saga_ids for kind, key in keys.shared_per_saga(sid).items()}
+    for key, kind in shared.items():  # each shared key once, however many sagas it holds
+        report.shared[kind] = report.shared.get(kind, 0) + await memory_usage(redis, key)
     return report

@@ -21,7 +21,7 @@ from orchestrator.core.model import FINAL, Status
 from orchestrator.engine import history as saga_history
 from orchestrator.engine.history import HISTORY_CAP
 from orchestrator.engine.keys import Keys
-from orchestrator.engine.statecodec import from_iso, logical_fields
+from orchestrator.engine.statecodec import from_iso, logical_fields, saga_type_of
 from orchestrator.ops import NotFoundError
 
 #: states a saga can be stuck in (not final)
@@ -110,7 +110,12 @@ class SagaQuery:
         raw = await self.redis.hgetall(self.keys.saga(saga_id))
         if not raw:
             raise NotFoundError(f"no saga {saga_id!r} (unknown id, or it expired)")
-        f = logical_fields({text(k): text(v) for k, v in raw.items()}, None, saga_id)
+        fields = {text(k): text(v) for k, v in raw.items()}
+        definition = None  # a compacted saga's steps are named by its definition (statecodec)
+        with contextlib.suppress(ValueError):  # a definition_version edited by hand
+            t = saga_type_of(fields)
+            definition = self.registry.version(*t) if self.registry is not None and t else None
+        f = logical_fields(fields, definition, saga_id)
         timeline = await saga_history.read(self.redis, self.keys.history(saga_id), history_limit)
         return SagaStatus(
             saga_id=f.get("saga_id", saga_id),
@@ -301,10 +306,12 @@ class SagaQuery:
         return sum(int(n) for n in rows)
 
     async def outbox_depth(self) -> int:
-        """Commands written and not yet acknowledged, in every shard's outbox."""
+        """Commands written and not yet acknowledged, in every partition's outbox (and the
+        global one older versions wrote, on one Redis)."""
+        keys = [self.keys.outbox_of(p) for p in self.keys.all_partitions()]
         async with self.redis.pipeline(transaction=False) as p:
-            for shard in self.keys.all_shards():
-                p.xlen(self.keys.outbox_of(shard))
+            for key in keys if self.keys.shards else [*keys, self.keys.old_outbox]:
+                p.xlen(key)
             rows = await p.execute()
         return sum(int(n) for n in rows)
 

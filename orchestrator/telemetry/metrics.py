@@ -68,6 +68,12 @@ COUNTERS = (
         "saga_relay_restarts_total",
         "Relay rounds ended by an unexpected error (logged with its traceback) and run again.",
     ),
+    (
+        "relay_fenced",
+        "saga_relay_fenced_total",
+        "Relay reads refused because another copy took the partition since (this copy was"
+        " paused or cut off while its partitions moved); nothing was fired.",
+    ),
 )
 
 #: the infrastructure failures every copy reports from the start (at 0), by (source, kind)
@@ -151,6 +157,11 @@ class Metrics:
     infra_errors: int = 0
     relay_entry_errors: int = 0
     relay_restarts: int = 0
+    relay_fenced: int = 0
+    #: partitions whose relay work this copy holds (taken in Redis), and their lag: seconds
+    #: the oldest due timer or outbox entry past its sweep age has waited, at the last read
+    relay_partitions: int = 0
+    relay_lag_s: dict[int, float] = field(default_factory=dict)
     infra_errors_by_kind: dict[tuple[str, str], int] = field(
         default_factory=lambda: dict.fromkeys(KNOWN_FAULTS, 0)
     )
@@ -240,8 +251,25 @@ class Metrics:
         name = "saga_consumer_lag_records"
         _family(out, name, "gauge", "Input records not yet processed, all partitions of this copy.")
         out.append(f"{name} {sum(g.consumer_lag.values())}")
-        _family(out, "saga_assigned_partitions", "gauge", "Input partitions this copy owns.")
+        _family(
+            out,
+            "saga_assigned_partitions",
+            "gauge",
+            "Partitions this copy owns, each counted once (a partition number of both input"
+            " topics counts one).",
+        )
         out.append(f"saga_assigned_partitions {g.assigned_partitions}")
+        name = "saga_relay_partitions"
+        _family(out, name, "gauge", "Partitions whose timers and outbox this copy's relay serves.")
+        out.append(f"{name} {self.relay_partitions}")
+        name = "saga_relay_lag_seconds"
+        about = (
+            "Per partition this copy's relay serves: how long the oldest due timer, or outbox"
+            " entry past its sweep age, had waited at the relay's last read (0: none)."
+        )
+        _family(out, name, "gauge", about)
+        for part, seconds in sorted(self.relay_lag_s.items()):
+            out.append(f'{name}{{partition="{part}"}} {seconds:.3f}')
         _family(out, "saga_redis_up", "gauge", "1 when Redis answered the scrape.")
         out.append(f"saga_redis_up {1 if g.redis_up else 0}")
         _family(out, "saga_ready", "gauge", "1 when /readyz would answer 200, else 0.")
