@@ -13,7 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from participants.errors import NonRetryableError, RetryableError
-from participants.keys import domain_key
+from participants.keys import domain_key, tagged
 from participants.outcome import Outcome
 from participants.scripts import GuardedScript
 from schemas.config import Settings
@@ -111,8 +111,12 @@ class Context:
     committed: Outcome | None = None
 
     def key(self, *parts: str) -> str:
-        """A key in this service's own space: `<key_prefix>:<participant>:<parts...>`."""
-        return domain_key(self.settings.key_prefix, self.participant, *parts)
+        """A key in this service's own space: `<key_prefix>:<participant>:<parts...>` (on a
+        Redis Cluster `<key_prefix>:{<participant>}:<parts...>`, the slot of the SDK's records
+        for this command, so `ctx.tx` and `ctx.atomic` may write it; `participants.keys`)."""
+        return domain_key(
+            self.settings.key_prefix, self.participant, *parts, cluster=tagged(self.redis)
+        )
 
     async def atomic(
         self, script: GuardedScript, keys: Sequence[str], args: Sequence[Scalar]

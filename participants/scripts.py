@@ -12,6 +12,8 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from infra.redis import is_cluster
+
 _MARKER = "--BODY--"
 
 
@@ -121,8 +123,15 @@ class Coalescer:
 
     async def _execute(self, batch: list[Call]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
+        cluster = is_cluster(self.redis)
         for script, keys, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if cluster:
+                # redis-py's cluster pipeline has no evalsha(); the command itself routes by its
+                # keys (one slot per call: participants.keys), and a master that lacks the
+                # script answers NOSCRIPT, handled in `_flush` like a restarted Redis.
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            else:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
         return list(await pipe.execute(raise_on_error=False))
 
 

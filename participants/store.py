@@ -4,13 +4,13 @@ write that stores an outcome (together with the handler's effect)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 from redis.asyncio import Redis
 
 from participants.context import Effects, Scalar
-from participants.keys import SdkKeys
+from participants.keys import SdkKeys, tagged
 from participants.outcome import Outcome
 from participants.scripts import COMMIT, Coalescer, GuardedScript, ScriptCache
 from schemas.messages import SagaCommand
@@ -33,7 +33,9 @@ class Known:
 class Store:
     def __init__(self, redis: Redis, keys: SdkKeys, ttl_s: int) -> None:
         self.redis = redis
-        self.keys = keys
+        # A cluster client gets the cluster layout, whoever built the keys: the guard's three
+        # keys and the handler's must share a slot (participants.keys).
+        self.keys = replace(keys, cluster=True) if tagged(redis) else keys
         self.ttl_s = ttl_s
         self.scripts = ScriptCache(redis)
         self.coalescer = Coalescer(redis)

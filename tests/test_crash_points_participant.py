@@ -30,11 +30,14 @@ from schemas.config import Settings
 from schemas.messages import Envelope, StepCompleted
 from scripts.chaos_kit.check import Records, check, read_dead_letters, read_sagas
 from scripts.chaos_kit.traffic import PRODUCTS, Order
+from tests.conftest import BOTH_REDIS
 from tests.support.kafka import produce, wait_for
 from tests.support.orch import SagaReader, running
 from tests.support.procs import ROOT, orchestrator_env, stop
 from tests.support.sagas_patient import ORDER_PATIENT
 from tests.test_crash_points import armed, end_offsets, fired
+
+pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
 
 N_ORDERS = 60
 POINT = "participant.after_effect"

@@ -27,11 +27,14 @@ from schemas.config import Settings
 from schemas.messages import SagaCommand
 from scripts.chaos_kit import check
 from scripts.chaos_kit.traffic import Order
+from tests.conftest import BOTH_REDIS
 from tests.support.kafka import produce, wait_for
 from tests.support.offsets import end_offsets, wait_committed_to_end
 from tests.support.orch import SagaReader, running
 from tests.support.sagas_patient import ORDER_PATIENT
 from tests.support.tap import Record, Tap, reidentified
+
+pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
 
 STOCK = {"dup-a": 100, "dup-b": 100}
 LIMIT = Decimal("500")  # payments above it are declined (non-retryable)

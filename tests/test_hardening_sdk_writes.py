@@ -13,12 +13,15 @@ from redis.asyncio import Redis
 
 from infra import redis as redis_factory
 from participants.context import Effects
-from participants.keys import SdkKeys
+from participants.keys import SdkKeys, key_for
 from participants.sdk import Context, Participant, SagaCommand
 from participants.store import Store
 from participants.testing import TopicReader, command, produce, running
 from schemas.config import Settings
 from schemas.messages import StepFailed
+from tests.conftest import BOTH_REDIS
+
+pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
 
 
 @pytest.fixture
@@ -59,7 +62,7 @@ async def test_a_failing_write_leaves_every_write_of_the_command_unapplied(
 ) -> None:
     """Every kind of write `ctx.tx` allows, on keys that exist and keys that do not, then one
     that fails: afterwards every key reads exactly as before, and the failure names it."""
-    p = f"{settings.key_prefix}:w"
+    p = key_for(redis, settings.key_prefix, "w")  # the slot of participant w's records
     k = {n: f"{p}:{n}" for n in ("h", "h2", "l", "l2", "s", "z", "str", "num", "ttl", "x", "new")}
     await redis.hset(k["h"], mapping={"a": "1", "b": "x", "n": "5", "f": "1.5"})
     await redis.rpush(k["l"], "one", "two", "three")
@@ -126,9 +129,9 @@ async def test_each_kind_of_bad_write_is_named(
     settings: Settings, redis: Redis, queue: Any, needle: str
 ) -> None:
     """Value errors, argument errors and type errors alike: nothing applied, the write named."""
-    k = f"{settings.key_prefix}:bad"
+    k = key_for(redis, settings.key_prefix, "w", "bad")
     await redis.hset(k, "n", "not a number")
-    ok = f"{settings.key_prefix}:ok"
+    ok = key_for(redis, settings.key_prefix, "w", "ok")
     fx = Effects()
     fx.rpush(ok, "first")
     queue(fx, k)
@@ -155,7 +158,7 @@ async def test_the_loyalty_style_handler_fails_once_and_applies_nothing(
         ctx.tx.hincrby(ctx.key("points"), "c-1", 10)
         return {"points": "10"}
 
-    points = f"{settings.key_prefix}:loyalty:points"
+    points = key_for(redis, settings.key_prefix, "loyalty", "points")
     await redis.set(points, "oops, a string")
     cmds = [command("s-9", "loyalty", "AwardPoints", "award", attempt=a) for a in (1, 2)]
     async with (
@@ -168,5 +171,5 @@ async def test_the_loyalty_style_handler_fails_once_and_applies_nothing(
         reply = replies[c.message_id]
         assert isinstance(reply, StepFailed) and reply.retryable is False
         assert reply.reason.startswith(f"write 3 of 3 (HINCRBY {points}) failed: WRONGTYPE")
-    assert await redis.exists(f"{settings.key_prefix}:loyalty:log") == 0
-    assert await redis.exists(f"{settings.key_prefix}:loyalty:awards") == 0
+    assert await redis.exists(key_for(redis, settings.key_prefix, "loyalty", "log")) == 0
+    assert await redis.exists(key_for(redis, settings.key_prefix, "loyalty", "awards")) == 0

@@ -16,17 +16,20 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from redis.asyncio import Redis
 
+from infra import redis as redis_factory
 from participants.keys import SdkKeys
 from participants.samples.faults import inject as faults
 from participants.samples.order.workers import seed_stock, snapshot
 from schemas.config import Settings
 from schemas.dlq import header
 from schemas.headers import H_MESSAGE_TYPE
+from tests.conftest import BOTH_REDIS
 from tests.support.kafka import produce, wait_for
 from tests.support.orch import SagaReader
 from tests.support.procs import ROOT, kill, orchestrator_env, start_orchestrator
+
+pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
 
 N_ORDERS = 1000
 PRODUCTS = [f"p{i}" for i in range(10)]
@@ -79,7 +82,7 @@ async def test_thousand_orders_keep_the_business_invariants(
     once, shipments and notifications exactly where they belong."""
     rng = random.Random(42)
     await seed_stock(settings, dict.fromkeys(PRODUCTS, STOCK))
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = redis_factory.client(settings, decode=True)
     await faults.fail_rate(redis, SdkKeys(settings.key_prefix, "payment"), 0.08, retryable=False)
     await faults.fail_rate(redis, SdkKeys(settings.key_prefix, "shipping"), 0.15, retryable=True)
     await faults.fail_rate(
@@ -111,9 +114,11 @@ async def test_thousand_orders_keep_the_business_invariants(
         await produce(settings, settings.commands_topic, records + records)
 
         async def a_third_done() -> bool:
-            done = await reader.redis.zcard(reader.keys.index("completed"))
-            failed = await reader.redis.zcard(reader.keys.index("failed"))
-            return done + failed >= N_ORDERS // 3
+            finished = 0
+            for shard in reader.keys.all_shards():  # one index per shard on a Redis Cluster
+                for state in ("completed", "failed"):
+                    finished += await reader.redis.zcard(reader.keys.index(state, shard))
+            return finished >= N_ORDERS // 3
 
         await wait_for(a_third_done, 240, "a third of the orders to finish")
         kill(workers["payment"], signal.SIGKILL)

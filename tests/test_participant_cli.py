@@ -12,12 +12,17 @@ from orchestrator.ops.cli import app
 from participants.cli import installed, participants_named
 from participants.sdk import Participant
 from schemas.config import Settings
+from tests.conftest import BOTH_REDIS
 
 runner = CliRunner()
 
 
 def env(settings: Settings) -> dict[str, str]:
-    return {"SAGA_REDIS_URL": settings.redis_url, "SAGA_KEY_PREFIX": settings.key_prefix}
+    return {
+        "SAGA_REDIS_URL": settings.redis_url,
+        "SAGA_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
+        "SAGA_KEY_PREFIX": settings.key_prefix,
+    }
 
 
 def invoke(settings: Settings, *args: str) -> str:
@@ -26,6 +31,7 @@ def invoke(settings: Settings, *args: str) -> str:
     return result.output
 
 
+@BOTH_REDIS  # on the single Redis and on the Redis Cluster
 def test_fault_commands_write_the_faults_hash(settings: Settings) -> None:
     """Each failure injection command sets its fields; clear removes them all."""
     invoke(settings, "participant", "fail-next", "payment", "--count", "3", "--non-retryable")
@@ -47,6 +53,7 @@ def test_fail_rate_rejects_a_rate_above_one(settings: Settings) -> None:
     assert result.exit_code == 2
 
 
+@BOTH_REDIS  # on the single Redis and on the Redis Cluster
 def test_set_stock_and_show(settings: Settings) -> None:
     """set-stock (with or without a unit price) then show, as a table and as JSON."""
     invoke(settings, "inventory", "set-stock", "SKU-1", "100")

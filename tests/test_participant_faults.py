@@ -8,12 +8,16 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from infra import redis as redis_factory
 from participants.keys import SdkKeys
 from participants.samples.faults import inject as faults
 from participants.samples.order.workers import payment, snapshot
 from participants.testing import TopicReader, command, order, produce, running
 from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompensated, StepCompleted, StepFailed
+from tests.conftest import BOTH_REDIS
+
+pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
 
 
 @pytest.fixture
@@ -24,7 +28,7 @@ async def events(settings: Settings) -> AsyncIterator[TopicReader]:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis_factory.client(settings, decode=True)
     yield client
     await client.aclose()
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
+from infra import redis as redis_factory
 from participants.samples.order.workers import inventory, seed_stock, snapshot
 from participants.testing import TopicReader, command, order, produce, running
 from schemas.config import Settings
 from schemas.messages import StepCompensated, StepCompleted, StepFailed
+from tests.conftest import BOTH_REDIS
+
+pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
 
 
 @pytest.fixture
@@ -174,7 +177,7 @@ async def test_release_repeated_gives_back_once(settings: Settings, events: Topi
 
 async def test_set_stock_and_readers(settings: Settings) -> None:
     """set_stock writes what read_stock reads; negative stock is rejected."""
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = redis_factory.client(settings, decode=True)
     try:
         await inventory.set_stock(redis, settings.key_prefix, "SKU-9", 42)
         assert await inventory.read_stock(redis, settings.key_prefix) == {"SKU-9": 42}

@@ -12,6 +12,9 @@ from participants.samples.order.workers import payment, snapshot
 from participants.testing import TopicReader, command, order, produce, running
 from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompensated, StepCompleted, StepFailed
+from tests.conftest import BOTH_REDIS
+
+pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
 
 
 @pytest.fixture

@@ -18,12 +18,16 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from redis.asyncio import Redis
 
+from infra import redis as redis_factory
 from participants.keys import SdkKeys, group_id
 from participants.samples.faults import inject as faults
 from participants.samples.order.workers import seed_stock, snapshot
 from participants.testing import TopicReader, command, order, produce
 from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompensated, StepCompleted
+from tests.conftest import BOTH_REDIS
+
+pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
 
 SAGA = Path(sys.executable).parent / "saga"
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +41,7 @@ def worker_process(
         **os.environ,
         "SAGA_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "SAGA_REDIS_URL": settings.redis_url,
+        "SAGA_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
         "SAGA_COMMANDS_TOPIC": settings.commands_topic,
         "SAGA_EVENTS_TOPIC": settings.events_topic,
         "SAGA_DLQ_TOPIC": settings.dlq_topic,
@@ -76,7 +81,7 @@ async def events(settings: Settings) -> AsyncIterator[TopicReader]:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis_factory.client(settings, decode=True)
     yield client
     await client.aclose()
 

@@ -12,6 +12,9 @@ from participants.sdk import run_many
 from participants.testing import FAST, TopicReader, command, produce
 from schemas.config import Settings
 from schemas.messages import StepCompensated, StepCompleted, StepFailed
+from tests.conftest import BOTH_REDIS
+
+pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
 
 
 @pytest.fixture

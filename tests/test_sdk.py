@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
-from participants.keys import group_id
+from infra import redis as redis_factory
+from participants.keys import group_id, key_for
 from participants.sdk import (
     Context,
     GuardedScript,
@@ -24,8 +24,11 @@ from schemas.config import Settings
 from schemas.dlq import H_ERROR_CLASS, H_ERROR_MESSAGE, H_OFFSET, H_SOURCE, H_TOPIC
 from schemas.headers import H_MESSAGE_TYPE, H_PARTICIPANT, H_SAGA_ID, H_TRACEPARENT
 from schemas.messages import StartOrder, StepCompensated, StepCompleted, StepFailed
+from tests.conftest import BOTH_REDIS
 from tests.support.kafka import wait_for
 from tests.support.offsets import wait_committed_to_end
+
+pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
 
 
 @pytest.fixture
@@ -117,9 +120,9 @@ async def test_tx_writes_apply_once(settings: Settings, events: TopicReader) -> 
         await produce(settings, cmds)
         await events.until(lambda _: len(events.replies_to(cmds[0].message_id)) == 2)
         await events.reply(cmds[2].message_id)
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = redis_factory.client(settings, decode=True)
     try:
-        assert await redis.hget(f"{settings.key_prefix}:demo:count", "done") == "1"
+        assert await redis.hget(key_for(redis, settings.key_prefix, "demo", "count"), "done") == "1"
     finally:
         await redis.aclose()
 
@@ -236,8 +239,8 @@ async def test_atomic_lua_body(settings: Settings, events: TopicReader) -> None:
     async def take(cmd: SagaCommand, ctx: Context) -> dict[str, str]:
         return await ctx.atomic(RESERVE_ONE, [ctx.key("left")], [])
 
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
-    await redis.set(f"{settings.key_prefix}:seats:left", 2)
+    redis = redis_factory.client(settings, decode=True)
+    await redis.set(key_for(redis, settings.key_prefix, "seats", "left"), 2)
     cmds = [command(f"a{i}", "seats", "Take", "take") for i in range(3)]
     async with running(settings, svc):
         await produce(settings, [cmds[0], cmds[0]])
@@ -251,7 +254,7 @@ async def test_atomic_lua_body(settings: Settings, events: TopicReader) -> None:
     assert sorted(type(r).__name__ for r in later) == ["StepCompleted", "StepFailed"]
     assert [r.result for r in later if isinstance(r, StepCompleted)] == [{"left": "0"}]
     assert [r.reason for r in later if isinstance(r, StepFailed)] == ["sold out"]
-    assert await redis.get(f"{settings.key_prefix}:seats:left") == "0"
+    assert await redis.get(key_for(redis, settings.key_prefix, "seats", "left")) == "0"
     await redis.aclose()
 
 
@@ -271,8 +274,8 @@ async def test_replicas_share_the_work_and_each_command_runs_once(
     # both took a share, and no command ran twice
     assert a.stats.handled > 0 and b.stats.handled > 0, (a.stats, b.stats)
     assert a.stats.handled + b.stats.handled == 60, (a.stats, b.stats)
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
-    assert await redis.hget(f"{settings.key_prefix}:demo:count", "done") == "60"
+    redis = redis_factory.client(settings, decode=True)
+    assert await redis.hget(key_for(redis, settings.key_prefix, "demo", "count"), "done") == "60"
     await redis.aclose()
 
 

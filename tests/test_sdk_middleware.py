@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from infra import redis as redis_factory
+from participants.keys import key_for
 from participants.middleware import run_chain
 from participants.sdk import (
     BatchScope,
@@ -24,6 +25,7 @@ from participants.sdk import (
 from participants.testing import TopicReader, command, produce, running
 from schemas.config import Settings
 from schemas.messages import StepCompleted, StepFailed
+from tests.conftest import BOTH_REDIS
 
 
 @pytest.fixture
@@ -87,6 +89,7 @@ def do(saga: str, step: str = "work", **data: str) -> SagaCommand:
     return command(saga, "mw", "Do", step, data=dict(data))
 
 
+@BOTH_REDIS  # on the single Redis and on the Redis Cluster
 async def test_only_new_commands_reach_the_middleware(
     settings: Settings, events: TopicReader
 ) -> None:
@@ -107,6 +110,7 @@ async def test_only_new_commands_reach_the_middleware(
     assert first == again
 
 
+@BOTH_REDIS  # on the single Redis and on the Redis Cluster
 async def test_a_middleware_failure_is_stored_and_answered(
     settings: Settings, events: TopicReader
 ) -> None:
@@ -126,6 +130,7 @@ async def test_a_middleware_failure_is_stored_and_answered(
     assert runs[cmd.message_id] == 0 and events.replies_to(cmd.message_id)[1] == reply
 
 
+@BOTH_REDIS  # on the single Redis and on the Redis Cluster
 async def test_a_swallowed_command_stores_nothing(settings: Settings, events: TopicReader) -> None:
     """Returning None without call_next: no reply, no outcome; a re-delivery is new work."""
     mw = Scripted()
@@ -141,6 +146,7 @@ async def test_a_swallowed_command_stores_nothing(settings: Settings, events: To
     assert isinstance(reply, StepCompleted) and reply.result == {"runs": "1"}
 
 
+@BOTH_REDIS  # on the single Redis and on the Redis Cluster
 async def test_a_dropped_reply_keeps_the_outcome(settings: Settings, events: TopicReader) -> None:
     """call_next then None: the outcome is stored, no reply; re-sent, the stored reply comes
     without running the handler again."""
@@ -157,6 +163,7 @@ async def test_a_dropped_reply_keeps_the_outcome(settings: Settings, events: Top
     assert isinstance(reply, StepCompleted) and runs[cmd.message_id] == 1
 
 
+@BOTH_REDIS  # on the single Redis and on the Redis Cluster
 async def test_returning_another_outcome_is_refused(
     settings: Settings, events: TopicReader
 ) -> None:
@@ -174,6 +181,7 @@ async def test_returning_another_outcome_is_refused(
     assert isinstance(reply, StepCompleted) and reply.result == {"runs": "1"}
 
 
+@BOTH_REDIS  # on the single Redis and on the Redis Cluster
 async def test_middleware_writes_apply_with_the_handler_s(
     settings: Settings, events: TopicReader
 ) -> None:
@@ -186,9 +194,12 @@ async def test_middleware_writes_apply_with_the_handler_s(
         await events.until(lambda _: len(events.replies_to(ok.message_id)) == 2)
         await events.reply(failing.message_id)
     async with redis_factory.connected(settings, decode=True) as redis:
-        assert await redis.hgetall(f"{settings.key_prefix}:mw:audit") == {"w1": "1"}
+        assert await redis.hgetall(key_for(redis, settings.key_prefix, "mw", "audit")) == {
+            "w1": "1"
+        }
 
 
+@BOTH_REDIS  # on the single Redis and on the Redis Cluster
 async def test_outages_are_retried_at_the_right_level(
     settings: Settings, events: TopicReader
 ) -> None:

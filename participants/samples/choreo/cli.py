@@ -81,7 +81,7 @@ async def set_stock(
     if not 0 < len(product) <= 64:
         raise InputError("the product id must be 1 to 64 characters")
     async with redis_factory.connected(settings, decode=True) as redis:
-        stock = inventory.keys(settings.key_prefix)[0]
+        stock = inventory.keys(settings.key_prefix, settings.redis_cluster)[0]
         await redis.hset(stock, product, units)
     out.text(f"{product}: {units}")
 

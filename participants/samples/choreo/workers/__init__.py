@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from participants.keys import domain_key
+from participants.keys import key_for
 from participants.participant import Participant
 from participants.samples.choreo.config import ChoreoConfig
 from participants.samples.choreo.workers import inventory, payment, shipping
@@ -28,6 +28,6 @@ async def read_records(redis: Redis, prefix: str, saga_id: str) -> dict[str, Any
         ("charge", payment.NAME, "charges"),
         ("shipment", shipping.NAME, "shipments"),
     ):
-        raw = await redis.hget(domain_key(prefix, service, key), saga_id)
+        raw = await redis.hget(key_for(redis, prefix, service, key), saga_id)
         out[name] = orjson.loads(raw) if raw else None
     return out

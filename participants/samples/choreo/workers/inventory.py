@@ -23,8 +23,13 @@ RESERVE = GuardedScript.from_package("reserve.lua", "participants.samples.choreo
 RELEASE = GuardedScript.from_package("release.lua", "participants.samples.choreo")
 
 
-def keys(prefix: str) -> list[str]:
-    return [domain_key(prefix, NAME, "stock"), domain_key(prefix, NAME, "reservations")]
+def keys(prefix: str, cluster: bool = False) -> list[str]:
+    """Stock and reservations (`cluster`: the Redis Cluster layout, `participants.keys`)."""
+    return [domain_key(prefix, NAME, k, cluster=cluster) for k in ("stock", "reservations")]
+
+
+def _keys(ctx: Context) -> list[str]:
+    return [ctx.key("stock"), ctx.key("reservations")]
 
 
 def build(config: ChoreoConfig | None = None) -> Participant:
@@ -34,10 +39,10 @@ def build(config: ChoreoConfig | None = None) -> Participant:
     @svc.on("OrderPlaced", step="reserve", emits="InventoryReserved", fails="InventoryFailed")
     async def reserve(event: SagaCommand, ctx: Context) -> dict[str, str]:
         items = orjson.dumps(order_items(event.data)).decode()
-        return await ctx.atomic(RESERVE, keys(ctx.settings.key_prefix), [event.saga_id, items])
+        return await ctx.atomic(RESERVE, _keys(ctx), [event.saga_id, items])
 
     async def release(event: SagaCommand, ctx: Context) -> dict[str, str]:
-        return await ctx.atomic(RELEASE, keys(ctx.settings.key_prefix), [event.saga_id])
+        return await ctx.atomic(RELEASE, _keys(ctx), [event.saga_id])
 
     # Two ways an order is cancelled, one compensation: both are the step `reserve` undone, so
     # whichever comes second finds it done and publishes the same InventoryReleased again.

@@ -56,9 +56,9 @@ def build(config: ChoreoConfig | None = None) -> Participant:
     return svc
 
 
-def charges_key(prefix: str) -> str:
-    return domain_key(prefix, NAME, "charges")
+def charges_key(prefix: str, cluster: bool = False) -> str:
+    return domain_key(prefix, NAME, "charges", cluster=cluster)
 
 
-def ledger_key(prefix: str) -> str:
-    return domain_key(prefix, NAME, "ledger")
+def ledger_key(prefix: str, cluster: bool = False) -> str:
+    return domain_key(prefix, NAME, "ledger", cluster=cluster)

@@ -18,7 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from participants.context import Context
-from participants.keys import domain_key
+from participants.keys import key_for
 from participants.participant import Participant
 from participants.samples.order.config import OrderConfig
 from participants.samples.order.workers.common import (
@@ -35,8 +35,10 @@ RESERVE = script("inventory_reserve.lua")
 RELEASE = script("inventory_release.lua")
 
 
-def _keys(prefix: str) -> list[str]:
-    return [domain_key(prefix, NAME, k) for k in ("stock", "reserved", "reservations")]
+def _keys(ctx: Context) -> list[str]:
+    # One hash each for all products: a reservation of several products is one atomic call,
+    # so on a Redis Cluster they share the participant's slot (docs/PARTICIPANTS.md).
+    return [ctx.key(k) for k in ("stock", "reserved", "reservations")]
 
 
 def build(config: OrderConfig | None = None, http_offset: int = 0) -> Participant:
@@ -49,12 +51,12 @@ def build(config: OrderConfig | None = None, http_offset: int = 0) -> Participan
         pairs = [x for product, qty in sorted(items.items()) for x in (product, qty)]
         # Deterministic: a second reserve for the saga names the same reservation.
         args = [cmd.saga_id, f"res-{cmd.saga_id}", *pairs]
-        return await ctx.atomic(RESERVE, _keys(ctx.settings.key_prefix), args)
+        return await ctx.atomic(RESERVE, _keys(ctx), args)
 
     @svc.compensation("ReleaseReservation")
     async def release(cmd: SagaCommand, ctx: Context) -> None:
         rid = (cmd.original_result or {}).get("reservationId", "")
-        await ctx.atomic(RELEASE, _keys(ctx.settings.key_prefix), [cmd.saga_id, rid])
+        await ctx.atomic(RELEASE, _keys(ctx), [cmd.saga_id, rid])
 
     return svc
 
@@ -63,7 +65,7 @@ async def set_stock(redis: Redis, prefix: str, product: str, units: int) -> None
     """Set the units available for a product (what `saga inventory set-stock` does)."""
     if units < 0:
         raise ValueError("stock cannot be negative")
-    await redis.hset(domain_key(prefix, NAME, "stock"), product, units)
+    await redis.hset(key_for(redis, prefix, NAME, "stock"), product, units)
 
 
 def valid_price(text: str) -> Decimal:
@@ -79,7 +81,7 @@ def valid_price(text: str) -> Decimal:
 
 async def set_price(redis: Redis, prefix: str, product: str, price: Decimal) -> None:
     """Set a product's unit price (`saga inventory set-stock SKU N --price P`)."""
-    await redis.hset(domain_key(prefix, NAME, "prices"), product, str(valid_price(str(price))))
+    await redis.hset(key_for(redis, prefix, NAME, "prices"), product, str(valid_price(str(price))))
 
 
 async def read_prices(
@@ -87,7 +89,7 @@ async def read_prices(
 ) -> dict[str, Decimal]:
     """Unit prices, of `products` or of every product; a product without a valid price (none
     set, or a value written by hand that is not one) is absent."""
-    key = domain_key(prefix, NAME, "prices")
+    key = key_for(redis, prefix, NAME, "prices")
     if products is None:
         raw: dict[Any, Any] = await redis.hgetall(key)
     else:
@@ -106,16 +108,16 @@ def _text(value: str | bytes) -> str:
 
 async def read_stock(redis: Redis, prefix: str) -> dict[str, int]:
     """Units available per product."""
-    raw = await redis.hgetall(domain_key(prefix, NAME, "stock"))
+    raw = await redis.hgetall(key_for(redis, prefix, NAME, "stock"))
     return {str(k): int(v) for k, v in raw.items()}
 
 
 async def read_reserved(redis: Redis, prefix: str) -> dict[str, int]:
     """Units held by active reservations per product."""
-    raw = await redis.hgetall(domain_key(prefix, NAME, "reserved"))
+    raw = await redis.hgetall(key_for(redis, prefix, NAME, "reserved"))
     return {str(k): int(v) for k, v in raw.items()}
 
 
 async def read_reservations(redis: Redis, prefix: str) -> dict[str, dict[str, Any]]:
     """saga id -> {"id", "status", "items"}."""
-    return loads_values(await redis.hgetall(domain_key(prefix, NAME, "reservations")))
+    return loads_values(await redis.hgetall(key_for(redis, prefix, NAME, "reservations")))

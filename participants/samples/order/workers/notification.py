@@ -15,7 +15,7 @@ import orjson
 from redis.asyncio import Redis
 
 from participants.context import Context
-from participants.keys import domain_key
+from participants.keys import key_for
 from participants.participant import Participant
 from participants.samples.order.config import OrderConfig
 from participants.samples.order.workers.common import dumps, participant, text
@@ -54,4 +54,6 @@ def build(config: OrderConfig | None = None, http_offset: int = 0) -> Participan
 
 async def read_outbox(redis: Redis, prefix: str) -> list[dict[str, Any]]:
     """Every notification sent, oldest first."""
-    return [orjson.loads(e) for e in await redis.lrange(domain_key(prefix, NAME, "outbox"), 0, -1)]
+    return [
+        orjson.loads(e) for e in await redis.lrange(key_for(redis, prefix, NAME, "outbox"), 0, -1)
+    ]

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from participants.context import Context
 from participants.errors import NonRetryableError
-from participants.keys import domain_key
+from participants.keys import key_for
 from participants.participant import Participant
 from participants.samples.order.config import OrderConfig
 from participants.samples.order.workers.common import (
@@ -34,8 +34,8 @@ CHARGE = script("payment_charge.lua")
 REFUND = script("payment_refund.lua")
 
 
-def _keys(prefix: str) -> list[str]:
-    return [domain_key(prefix, NAME, "charges"), domain_key(prefix, NAME, "ledger")]
+def _keys(ctx: Context) -> list[str]:
+    return [ctx.key("charges"), ctx.key("ledger")]
 
 
 def build(config: OrderConfig | None = None, http_offset: int = 0) -> Participant:
@@ -55,24 +55,26 @@ def build(config: OrderConfig | None = None, http_offset: int = 0) -> Participan
         currency = text(cmd.data, "currency", "USD")
         customer = text(cmd.data, "customerId")
         args = [cmd.saga_id, f"ch-{cmd.saga_id}", str(amount), currency, customer]
-        return await ctx.atomic(CHARGE, _keys(ctx.settings.key_prefix), args)
+        return await ctx.atomic(CHARGE, _keys(ctx), args)
 
     @svc.compensation("RefundPayment")
     async def refund(cmd: SagaCommand, ctx: Context) -> None:
         currency = text(cmd.data, "currency", "USD")
-        await ctx.atomic(REFUND, _keys(ctx.settings.key_prefix), [cmd.saga_id, currency])
+        await ctx.atomic(REFUND, _keys(ctx), [cmd.saga_id, currency])
 
     return svc
 
 
 async def read_charges(redis: Redis, prefix: str) -> dict[str, dict[str, Any]]:
     """saga id -> the charge record."""
-    return loads_values(await redis.hgetall(domain_key(prefix, NAME, "charges")))
+    return loads_values(await redis.hgetall(key_for(redis, prefix, NAME, "charges")))
 
 
 async def read_ledger(redis: Redis, prefix: str) -> list[dict[str, Any]]:
     """Every charge and refund in the order they happened."""
-    return [orjson.loads(e) for e in await redis.lrange(domain_key(prefix, NAME, "ledger"), 0, -1)]
+    return [
+        orjson.loads(e) for e in await redis.lrange(key_for(redis, prefix, NAME, "ledger"), 0, -1)
+    ]
 
 
 def net_by_saga(ledger: list[dict[str, Any]]) -> dict[str, Decimal]:

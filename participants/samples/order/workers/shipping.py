@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from participants.context import Context
 from participants.errors import NonRetryableError
-from participants.keys import domain_key
+from participants.keys import key_for
 from participants.participant import Participant
 from participants.samples.order.config import OrderConfig
 from participants.samples.order.workers.common import dumps, loads_values, participant, text
@@ -67,4 +67,4 @@ def build(config: OrderConfig | None = None, http_offset: int = 0) -> Participan
 
 async def read_shipments(redis: Redis, prefix: str) -> dict[str, dict[str, Any]]:
     """saga id -> the shipment record."""
-    return loads_values(await redis.hgetall(domain_key(prefix, NAME, "shipments")))
+    return loads_values(await redis.hgetall(key_for(redis, prefix, NAME, "shipments")))

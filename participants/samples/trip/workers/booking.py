@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from participants.context import Context
 from participants.errors import NonRetryableError
-from participants.keys import domain_key
+from participants.keys import key_for
 from participants.participant import Participant
 from participants.samples.trip.workers.common import (
     Options,
@@ -98,4 +98,4 @@ def build_booking(kind: Booking) -> Participant:
 
 async def read_bookings(redis: Redis, prefix: str, participant: str) -> dict[str, dict[str, Any]]:
     """saga id -> the booking record of one of the booking workers."""
-    return loads_values(await redis.hgetall(domain_key(prefix, participant, "bookings")))
+    return loads_values(await redis.hgetall(key_for(redis, prefix, participant, "bookings")))

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from participants.context import Context
 from participants.errors import NonRetryableError
-from participants.keys import domain_key
+from participants.keys import key_for
 from participants.participant import Participant
 from participants.samples.trip.workers.common import (
     currency,
@@ -100,9 +100,11 @@ def _entry(kind: str, saga_id: str, charge: dict[str, Any]) -> dict[str, Any]:
 
 async def read_charges(redis: Redis, prefix: str) -> dict[str, dict[str, Any]]:
     """saga id -> the charge record."""
-    return loads_values(await redis.hgetall(domain_key(prefix, NAME, "charges")))
+    return loads_values(await redis.hgetall(key_for(redis, prefix, NAME, "charges")))
 
 
 async def read_ledger(redis: Redis, prefix: str) -> list[dict[str, Any]]:
     """Every charge and refund in the order they happened."""
-    return [orjson.loads(e) for e in await redis.lrange(domain_key(prefix, NAME, "ledger"), 0, -1)]
+    return [
+        orjson.loads(e) for e in await redis.lrange(key_for(redis, prefix, NAME, "ledger"), 0, -1)
+    ]
