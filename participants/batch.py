@@ -26,7 +26,7 @@ from participants.outbox import Outbox
 from participants.outcome import Outcome, reply_record
 from participants.participant import Participant
 from participants.reactions import Delivery, Reactor, route_event
-from participants.routing import DeadLetter, Deliver, route, schema_values
+from participants.routing import DeadLetter, Deliver, dedicated, route, schema_values
 from participants.runtime import Infra, WorkerStats
 from participants.store import Known, Store
 from schemas.avro import RegistryUnavailableError, fetch_unknown_schemas
@@ -88,6 +88,7 @@ class BatchProcessor:
                         list(rec.headers or ()),
                         self.participant.name,
                         self.settings.max_message_bytes,
+                        dedicated(self.settings, self.participant.name, rec.topic),
                     )
                     if isinstance(r, Deliver):
                         commands.append(r.command)

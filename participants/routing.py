@@ -1,7 +1,16 @@
-"""Which records on the commands topic are this participant's, decided from headers first.
+"""Which records on a commands topic are this participant's, decided from headers first.
 
-The commands topic also carries StartOrder records (often typed by people, with no headers) and
-commands for the other participants. The rule:
+Which topics a worker reads (`command_topics`): with per-participant command topics (the
+default, `SAGA_COMMAND_TOPICS`), its own `<commands topic>.<name>`, plus any
+`SAGA_EXTRA_COMMAND_TOPICS` (steps with a topic of their own); in single mode the commands topic.
+
+Its own topic is DEDICATED: nobody else reads it, so every record there is this participant's
+to run or to dead-letter (source `participant:<name>`): undecodable, not a SagaCommand, or
+addressed to another participant (by header or body), the record goes to the DLQ, never
+silently skipped.
+
+A SHARED topic (the single commands topic, an extra topic) also carries StartOrder records
+(often typed by people, with no headers) and commands for the other participants. The rule:
 
 - `saga-participant` names another service: skip, without decoding.
 - no `saga-participant`, and `saga-message-type` says something other than SagaCommand: skip.
@@ -23,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from schemas.codec import DecodeError, decode
+from schemas.config import Settings
 from schemas.dlq import Headers, header
 from schemas.headers import H_MESSAGE_TYPE, H_PARTICIPANT
 from schemas.messages import SagaCommand
@@ -47,6 +57,19 @@ class Deliver:
 Route = Skip | DeadLetter | Deliver
 
 
+def command_topics(settings: Settings, participant: str) -> list[str]:
+    """The commands topics a worker of `participant` reads, its own first."""
+    own = settings.command_topic_of(participant)
+    if settings.command_topics == "single":
+        return [own]
+    return [own, *(t for t in dict.fromkeys(settings.extra_command_topics) if t != own)]
+
+
+def dedicated(settings: Settings, participant: str, topic: str) -> bool:
+    """Whether `topic` is `participant`'s own commands topic, which nobody else reads."""
+    return settings.command_topics != "single" and topic == settings.command_topic_of(participant)
+
+
 def _skip(headers: Headers, participant: str) -> Skip | None:
     """Skip when the headers show the record is not this participant's: no decoding."""
     target = header(headers, H_PARTICIPANT)
@@ -65,11 +88,22 @@ def schema_values(
     return [value for value, headers in records if _skip(headers, participant) is None]
 
 
-def route(value: bytes | None, headers: Headers, participant: str, max_bytes: int) -> Route:
+def route(
+    value: bytes | None,
+    headers: Headers,
+    participant: str,
+    max_bytes: int,
+    own_topic: bool = False,
+) -> Route:
+    """What to do with one record of a commands topic; `own_topic`: the participant's own
+    (`dedicated`), where whatever is not its command is dead-lettered (module docstring)."""
     skip = _skip(headers, participant)
     if skip is not None:
-        return skip
-    mine = header(headers, H_PARTICIPANT) is not None
+        if not own_topic:
+            return skip
+        kind = "misaddressed" if header(headers, H_PARTICIPANT) is not None else "wrong_type"
+        return DeadLetter(kind, f"{skip.why}, on {participant}'s own commands topic")
+    mine = own_topic or header(headers, H_PARTICIPANT) is not None
     try:
         msg = decode(value, max_bytes)
     except DecodeError as exc:
@@ -88,7 +122,7 @@ def route(value: bytes | None, headers: Headers, participant: str, max_bytes: in
         if mine:
             return DeadLetter(
                 "misaddressed",
-                f"header addresses {participant} but the command is for {msg.participant}",
+                f"addressed to {participant} but the command is for {msg.participant}",
             )
         return Skip("for another participant")
     return Deliver(msg)

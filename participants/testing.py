@@ -95,7 +95,9 @@ class Raw:
 async def produce(
     settings: Settings, records: Iterable[SagaCommand | Raw], topic: str | None = None
 ) -> None:
-    """Produce commands (with the orchestrator's headers) or raw records, and wait for the acks."""
+    """Produce commands (with the orchestrator's headers) or raw records, and wait for the acks.
+    Without `topic`, a command goes where the orchestrator would send it in the settings' mode
+    (`Settings.command_topic_of` its participant), a raw record to the commands topic."""
     async with kafka_factory.started(kafka_factory.producer(settings)) as producer:
         futures = []
         for r in records:
@@ -103,13 +105,11 @@ async def produce(
             if isinstance(r, SagaCommand):
                 value = codec.encode(r, settings.output_format)
                 key, headers = r.saga_id.encode(), command_headers(r)
+                to = topic or settings.command_topic_of(r.participant)
             else:
                 value, key, headers = r.value, r.key, r.headers or []
-            futures.append(
-                await producer.send(
-                    topic or settings.commands_topic, value, key=key, headers=headers
-                )
-            )
+                to = topic or settings.commands_topic
+            futures.append(await producer.send(to, value, key=key, headers=headers))
         await asyncio.gather(*futures)
 
 

@@ -13,6 +13,7 @@ import logging
 import random
 import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import TypeVar
@@ -29,6 +30,7 @@ from participants.batch import Batch, BatchProcessor
 from participants.config import WorkerOptions
 from participants.keys import SdkKeys, group_id
 from participants.participant import Participant
+from participants.routing import command_topics
 from participants.runtime import Infra, WorkerStats
 from participants.store import Store
 from schemas.config import Settings
@@ -71,6 +73,8 @@ class Worker:
         self.idle.set()
         self.joined = False
         self.last_activity = time.monotonic()
+        #: records fetched, by topic: what this worker's consumer read, skipped ones included
+        self.fetched: Counter[str] = Counter()
 
     async def run(self) -> WorkerStats:
         crashpoints.check()  # a misspelt SAGA_CRASH_AT stops the worker before it reads
@@ -156,10 +160,12 @@ class Worker:
         return consumer, producer
 
     def _topics(self) -> list[str]:
-        """The commands topic, and the domain events topic of a participant that reacts to
-        events (`Participant.on`); one that only reacts does not read commands."""
+        """Its commands topics (its own `<commands topic>.<name>` and any extra ones, or the
+        one commands topic in single mode: `participants.routing.command_topics`), and the
+        domain events topic of a participant that reacts to events (`Participant.on`); one
+        that only reacts does not read commands."""
         p = self.participant
-        commands = [self.settings.commands_topic] if p.takes_commands else []
+        commands = command_topics(self.settings, p.name) if p.takes_commands else []
         return commands + ([p.events_topic] if p.reactions else [])
 
     async def _loop(self, consumer: AIOKafkaConsumer, processor: BatchProcessor) -> None:
@@ -183,6 +189,8 @@ class Worker:
                     return
                 continue
             self.last_activity = time.monotonic()
+            for tp, records in batch.items():
+                self.fetched[tp.topic] += len(records)
             self.idle.clear()
             try:
                 if not await processor.process(batch):

@@ -11,10 +11,18 @@ secrets): `SAGA_KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka`. Setting both is an
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -22,6 +30,20 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 #: secret fields that may be read from a file named by `<field>_file`
 SECRET_FIELDS = ("kafka_sasl_password", "redis_password")
 MAX_SECRET_FILE_BYTES = 65_536
+#: a legal Kafka topic name (Kafka's own rule: these characters, at most 249, not "." or "..")
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+CommandTopics = Literal["per-participant", "single"]
+
+
+def check_topic_name(name: object, what: str) -> str:
+    """`name` when Kafka would take it as a topic name; else a ValueError naming `what`."""
+    if not isinstance(name, str) or not TOPIC_NAME.match(name) or name in (".", ".."):
+        shown = repr(name) if len(repr(name)) <= 80 else f"{repr(name)[:77]}..."
+        raise ValueError(
+            f"{what} {shown} is not a Kafka topic name: 1 to 249 letters, digits, '.', '_' "
+            "or '-' (and not '.' or '..')"
+        )
+    return name
 
 
 def _read_secret(path: str, name: str) -> str:
@@ -59,11 +81,26 @@ class Settings(BaseSettings):
     commands_topic: str = "saga-commands"
     events_topic: str = "saga-events"
     dlq_topic: str = "saga-dlq"
+    #: where participant commands go (docs/ARCHITECTURE.md, "Command topics"): each
+    #: participant's own `<commands_topic>.<participant>` (or its step's `topic`), read by its
+    #: workers only; or "single": all on commands_topic, which every worker reads and skips from
+    command_topics: CommandTopics = "per-participant"
+    #: per-participant mode: topics a worker reads besides its own, for steps whose definition
+    #: names a `topic` (`StepDef.topic`); e.g. '["payments.commands"]'
+    extra_command_topics: list[str] = Field(default_factory=list, max_length=100)
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     key_prefix: str = Field(default="saga", pattern=r"^[A-Za-z0-9_\-]{1,32}$")
     output_format: Literal["json", "avro"] = "json"
     max_message_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000)
     connect_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    # ---- Kafka waits (every aiokafka client: infra/kafka.py; docs/PERFORMANCE.md, "Latency") ----
+    #: how long a producer holds a record for others to join its batch. 0 sends at once: one
+    #: saga on an idle stack crosses Kafka 9 times and would wait this long at each; under
+    #: load, batches form anyway while the previous request is in flight
+    kafka_linger_ms: int = Field(default=0, ge=0, le=1000)
+    #: how long the broker holds a consumer's fetch while it has nothing to return; a record
+    #: arriving ends the wait at once, so this bounds empty polls, not a record's latency
+    kafka_fetch_max_wait_ms: int = Field(default=500, ge=0, le=30_000)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
@@ -86,6 +123,23 @@ class Settings(BaseSettings):
     redis_ssl_certfile: str | None = None
     redis_ssl_keyfile: str | None = None
     redis_ssl_check_hostname: bool = True
+
+    @field_validator("commands_topic", "events_topic", "dlq_topic")
+    @classmethod
+    def _topic_name(cls, value: object, info: ValidationInfo) -> str:
+        return check_topic_name(value, f"SAGA_{str(info.field_name).upper()}")
+
+    @field_validator("extra_command_topics")
+    @classmethod
+    def _topic_names(cls, value: list[object]) -> list[str]:
+        return [check_topic_name(v, "a topic of SAGA_EXTRA_COMMAND_TOPICS") for v in value]
+
+    def command_topic_of(self, participant: str) -> str:
+        """The topic commands for `participant` go to, and its workers read (a step's own
+        `topic` aside): the contract between the orchestrator and the participants."""
+        if self.command_topics == "single":
+            return self.commands_topic
+        return f"{self.commands_topic}.{participant}"
 
     @model_validator(mode="before")
     @classmethod

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from tests.support.orch import SagaReader
 
 ROOT = Path(__file__).resolve().parent.parent
+# Most suites predate per-participant command topics (the default since issue 12) and watch
+# commands on the commands topic, so they run in single-topic mode (child processes inherit
+# it); tests/test_command_topics*.py run the per-participant mode.
+os.environ.setdefault("SAGA_COMMAND_TOPICS", "single")
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,13 @@ def settings(infra: Infra, redis_mode: str, request: pytest.FixtureRequest) -> I
     names = [s.commands_topic, s.events_topic, s.dlq_topic]
     kafka.create_topics(s, names, 3)
     yield s
-    # thousands of leftover test topics slow every broker restart
-    kafka.delete_topics(s, names)
+    # thousands of leftover test topics slow every broker restart; with them the participant
+    # command topics (`<commands>.<participant>`) an orchestrator in that mode created
+    try:
+        listed = list(kafka.admin(s).list_topics(timeout=30).topics)
+    except Exception:  # a test that broke Kafka: delete what is known
+        listed = []
+    kafka.delete_topics(s, names + [t for t in listed if t.startswith(f"{s.commands_topic}.")])
 
 
 @pytest.fixture

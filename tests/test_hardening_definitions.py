@@ -99,7 +99,7 @@ def test_the_widest_definition_the_wire_allows_loads_and_builds_every_message() 
         cid = command_id(LONGEST_SAGA_ID, wide.name, compensation, 1000)
         kind = wide.compensation if compensation else wide.action
         cmd = Command(cid, wide.participant, kind, wide.name, 1000, compensation)
-        entry = command_record(state, cmd, "cause", "json")
+        entry = command_record(state, cmd, "cause", "json", definition)
         assert codec.decode(entry.value).message_id == cid  # type: ignore[attr-defined]
         member = timer_member(LONGEST_SAGA_ID, "timeout", wide.name, 1000, compensation)
         due = TimerDue("timeout", wide.name, 1000, compensation)

@@ -30,6 +30,9 @@ from orchestrator.core.conditions import CONDITION_TYPES, Condition
 SIGNAL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 #: a group name is shown in status and the history; it follows the wire's name pattern
 GROUP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+#: a Kafka topic name (`StepDef.topic`); the same rule as `schemas.config.TOPIC_NAME`, which
+#: the core may not import (a test pins that the two agree)
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 #: a wait step waits this long by default: approvals are made by people
 DEFAULT_WAIT_S = 24 * 3600.0
 
@@ -93,6 +96,9 @@ class StepDef:
     signal: str = ""
     #: signals that fail a wait step at once (and the saga compensates)
     reject_signals: tuple[str, ...] = ()
+    #: the Kafka topic of this step's commands (both directions) when the orchestrator runs
+    #: with per-participant command topics; "" = the participant's, `<commands topic>.<name>`
+    topic: str = ""
 
     @property
     def is_wait(self) -> bool:
@@ -132,6 +138,13 @@ class StepDef:
                 f"{at}: reject_signals must be a tuple of signal names, not "
                 f"{_shown(self.reject_signals)}"
             )
+        if not isinstance(self.topic, str) or (
+            self.topic and (not TOPIC_NAME.match(self.topic) or self.topic in (".", ".."))
+        ):
+            raise ValueError(
+                f"{at}: topic {_shown(self.topic)} must be empty or a Kafka topic name (1 to 249 "
+                "letters, digits, '.', '_' or '-'; not '.' or '..')"
+            )
         # a tuple keeps the step hashable and immutable, whichever sequence was given
         object.__setattr__(self, "reject_signals", tuple(self.reject_signals))
         if not isinstance(self.signal, str):
@@ -157,12 +170,13 @@ class StepDef:
             "participant": self.participant,
             "action": self.action,
             "compensation": self.compensation,
+            "topic": self.topic,
         }
         given = [f"{k} {_shown(v)}" for k, v in sends.items() if v != ""]
         if given:
             raise ValueError(
                 f"{at} waits for signal {self.signal!r}, so it sends nothing: participant, "
-                f"action and compensation must be empty (got {', '.join(given)})"
+                f"action, compensation and topic must be empty (got {', '.join(given)})"
             )
 
 
@@ -307,6 +321,10 @@ class Registry(Mapping[str, SagaDefinition]):
 
     def version(self, name: str, version: int) -> SagaDefinition | None:
         return self._versions.get((name, version))
+
+    def all_versions(self) -> list[SagaDefinition]:
+        """Every registered definition, older versions included."""
+        return list(self._versions.values())
 
     def __getitem__(self, name: str) -> SagaDefinition:
         return self._latest[name]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from infra.errors import is_record_error
 from orchestrator.config import OrchestratorSettings
+from orchestrator.engine import topics
 from orchestrator.engine.store import OutboxEntry, RedisStore, Write
 from orchestrator.telemetry.metrics import Metrics
 from schemas.dlq import H_TRUNCATED, Headers, dead_letter_headers, headers_for
@@ -74,15 +75,17 @@ class Outgoing:
 
 
 async def send_each(
-    producer: AIOKafkaProducer, topic: str, records: Sequence[Record]
+    producer: AIOKafkaProducer, topic: str | Callable[[Headers], str], records: Sequence[Record]
 ) -> list[Exception | None]:
     """Send every record without waiting for each ack, then wait for all; per record, None
-    when Kafka acked it, else the error (raised by `send` or by its delivery)."""
+    when Kafka acked it, else the error (raised by `send` or by its delivery). `topic` is one
+    topic, or a function of a record's headers (commands: `Publisher.command_topic`)."""
     outcomes: list[Exception | None] = [None] * len(records)
     waiting: list[tuple[int, Any]] = []
     for i, (key, value, headers) in enumerate(records):
+        to = topic if isinstance(topic, str) else topic(headers)
         try:
-            waiting.append((i, await producer.send(topic, value, key, headers=headers)))
+            waiting.append((i, await producer.send(to, value, key, headers=headers)))
         except Exception as exc:  # refused before it left: too large, buffer full, closed
             outcomes[i] = exc
     acks = await asyncio.gather(*(f for _, f in waiting), return_exceptions=True)
@@ -114,7 +117,7 @@ class Publisher:
         pending = [c for c in out.commands if not c.done]
         outcomes = await send_each(
             self.producer,
-            self.s.commands_topic,
+            self.command_topic,
             [(c.entry.key, c.entry.value, c.entry.headers) for c in pending],
         )
         retry: Exception | None = None
@@ -140,11 +143,17 @@ class Publisher:
         if retry is not None:
             raise retry
 
+    def command_topic(self, headers: Headers) -> str:
+        """Where a command goes: its participant's topic or its step's own, or the one
+        commands topic (`orchestrator.engine.topics`); the relay re-publishes with it too."""
+        return topics.of_headers(self.s, headers)
+
     def _refusal(self, entry: OutboxEntry, exc: Exception) -> str:
         cid = next((v.decode() for k, v in entry.headers if k == H_MESSAGE_ID), "?")
         reason = (
             f"its command {cid} ({len(entry.value)} bytes) can never be published to "
-            f"{self.s.commands_topic}: {type(exc).__name__}: {exc}; the saga's step times out"
+            f"{self.command_topic(entry.headers)}: {type(exc).__name__}: {exc}; the saga's "
+            "step times out"
         )
         log.error("command refused by Kafka for good: %s", reason)
         return reason
@@ -181,7 +190,7 @@ class Publisher:
         reason = self._refusal(entry, exc)
         headers = dead_letter_headers(
             entry.headers,
-            topic=self.s.commands_topic,
+            topic=self.command_topic(entry.headers),
             partition=-1,
             offset=-1,
             error_class=type(exc).__name__,

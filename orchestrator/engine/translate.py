@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from orchestrator.core.definition import SagaDefinition
 from orchestrator.core.model import (
     Command,
     Event,
@@ -14,6 +15,7 @@ from orchestrator.core.model import (
 )
 from orchestrator.engine.sagas import StartMapper
 from orchestrator.engine.store import OutboxEntry
+from orchestrator.engine.topics import H_COMMAND_TOPIC
 from schemas import codec
 from schemas.codec import Format
 from schemas.headers import (
@@ -43,7 +45,8 @@ class UnknownStart(ValueError):
 
 def to_event(msg: Envelope, starts: dict[type[Envelope], StartMapper]) -> Event | None:
     """The core event for a message, or None for messages the orchestrator does not consume
-    (participant commands share the commands topic with the start commands). A start message
+    (in single-topic mode, participant commands share the commands topic with the start
+    commands). A start message
     other than StartSaga becomes a Start through the saga module that maps its class."""
     mapper = starts.get(type(msg))
     if mapper is not None:
@@ -97,7 +100,11 @@ def dedupe_id(msg: Envelope, position: str, header_id: str | None = None) -> str
     return header_id or position
 
 
-def command_record(state: SagaState, cmd: Command, causation_id: str, fmt: Format) -> OutboxEntry:
+def command_record(
+    state: SagaState, cmd: Command, causation_id: str, fmt: Format, definition: SagaDefinition
+) -> OutboxEntry:
+    """The record of a command, headers first (participants route by them without decoding);
+    a step with its own topic says so in `saga-command-topic` (`orchestrator.engine.topics`)."""
     msg = SagaCommand(
         message_id=cmd.command_id,
         saga_id=state.saga_id,
@@ -122,6 +129,9 @@ def command_record(state: SagaState, cmd: Command, causation_id: str, fmt: Forma
     ]
     if state.traceparent:
         headers.append((H_TRACEPARENT, state.traceparent.encode()))
+    i = definition.index(cmd.step)
+    if i is not None and definition.steps[i].topic:
+        headers.append((H_COMMAND_TOPIC, definition.steps[i].topic.encode()))
     return OutboxEntry(state.saga_id.encode(), codec.encode(msg, fmt), headers)
 
 

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from infra import kafka as kafka_factory
 from infra import redis as redis_factory
+from orchestrator.engine.topics import doctor_rows as command_topics_rows
+from orchestrator.ops.doctor_cluster import cluster_mode, cluster_row, masters_config_row
 from schemas.config import Settings
 
 if TYPE_CHECKING:
@@ -28,7 +30,8 @@ START_HINT = "is it running? `scripts/stack up` starts the local one"
 
 
 def run_doctor(settings: Settings) -> list[Row]:
-    """Return (component, ok, explanation) rows for Kafka, its topics, Redis and its config."""
+    """Return (component, ok, explanation) rows for Kafka, its topics, Redis and its config
+    (and, with SAGA_REDIS_CLUSTER, the cluster's masters and slot coverage)."""
     rows: list[Row] = []
     for name, check in (("kafka", check_kafka), ("redis", check_redis)):
         try:
@@ -245,6 +248,7 @@ def check_kafka(settings: Settings) -> list[Row]:
         )
     ]
     rows.append(_topics_row(settings, {n: len(t.partitions) for n, t in meta.topics.items()}))
+    rows.extend(command_topics_rows(settings, meta.topics))  # per-participant command topics
     return rows
 
 
@@ -348,8 +352,12 @@ def check_redis(settings: Settings) -> list[Row]:
             f"Redis {info['redis_version']}" if "redis_version" in info else "INFO not allowed"
         )
         rows: list[Row] = [("redis", True, f"{shown} answers PING ({version})")]
-        rows.append(_redis_config_row(client))
-        return rows
+        mode = cluster_mode(client, settings.redis_cluster, where)
+        if isinstance(mode, tuple):  # the setting and the server disagree
+            return [*rows, mode]
+        if mode is None:
+            return [*rows, _redis_config_row(client)]
+        return [*rows, cluster_row(mode), masters_config_row(client, mode, _redis_config_row)]
     finally:
         client.close()
 
