@@ -96,7 +96,7 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         **client_options(settings),
         "enable_idempotence": True,
         "acks": "all",
-        "linger_ms": 2,
+        "linger_ms": settings.kafka_linger_ms,
         "max_request_size": MAX_REQUEST_BYTES,
         "request_timeout_ms": int(settings.connect_timeout_s * 1000) + 30_000,
     }
@@ -114,6 +114,7 @@ def consumer(
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "metadata_max_age_ms": METADATA_MAX_AGE_MS,
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
         "key_deserializer": None,
         "value_deserializer": None,
     }

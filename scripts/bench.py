@@ -13,6 +13,9 @@ Parts (all by default; `--only` / `--skip` choose):
   kill      open-loop load, SIGKILL of the orchestrator, restart: time to the next completion
 `--in-flight N` parks N sagas on a step nobody answers before anything else is measured, and
 reports Redis bytes per in-flight saga; every other figure is then measured beside them.
+`--park direct` (default) parks them with the daemon's own decode, decide and step.lua,
+pipelined straight to Redis (bench_kit/direct.py); `--park kafka` sends their starts through
+Kafka to the running orchestrator (a few hundred a second).
 """
 
 from __future__ import annotations
@@ -134,6 +137,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=whole(0, MAX_IN_FLIGHT),
         help="park N sagas first (default 0, quick 100)",
     )
+    ap.add_argument("--park", choices=("direct", "kafka"), default="direct",
+                    help="how --in-flight parks: the daemon's own decide and step written "
+                         "straight to Redis (direct, default) or starts through Kafka")  # fmt: skip
     ap.add_argument("--partitions", type=positive_int, help="partitions of the bench's topics")
     ap.add_argument("--window", type=positive_int, help="peak: sagas in flight (default 1000)")
     ap.add_argument("--peak-s", type=positive_float, help="peak: measured seconds (default 30)")
@@ -151,8 +157,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--pings", type=positive_int, help="baseline: N steps, not --baseline-s")
     ap.add_argument("--chains", type=positive_int, help="baseline: concurrent conversations")
     ap.add_argument("--clients", type=names(CLIENTS), default=list(CLIENTS))
-    ap.add_argument("--linger-ms", type=whole(0, 1000), default=2,
-                    help="baseline producers' linger, ms (default 2)")  # fmt: skip
+    ap.add_argument("--linger-ms", type=whole(0, 1000),
+                    help="baseline producers' linger, ms (default: the engine's, "
+                         "SAGA_KAFKA_LINGER_MS)")  # fmt: skip
     ap.add_argument("--codec-n", type=positive_int, help="codec: messages per round")
     ap.add_argument("--memory-sample", type=positive_int, help="sagas whose keys are measured")
     a = ap.parse_args(argv)
@@ -183,6 +190,8 @@ def engine_settings(orchestrator_env: dict[str, str], worker_env: dict[str, str]
 async def run(a: argparse.Namespace) -> dict[str, Any]:
     s = Settings()
     a.partitions = a.partitions or s.topic_partitions
+    if a.linger_ms is None:  # the baselines wait as the engine's producers do
+        a.linger_ms = s.kafka_linger_ms
     tag = uuid.uuid4().hex[:6]
     logdir = ROOT / ".stack" / "bench" / tag
     logdir.mkdir(parents=True, exist_ok=True)
@@ -229,9 +238,10 @@ def settings_used(
     (a setting a later engine adds, such as a command-topic mode, shows up under `engine`)."""
     mine = ("partitions", "window", "peak_s", "ramp_s", "sagas", "open_s", "load_fraction",
             "arrivals", "idle_n", "in_flight", "baseline_s", "pings", "chains", "clients",
-            "quick", "warm")  # fmt: skip
+            "quick", "warm", "park")  # fmt: skip
     return {k: getattr(a, k) for k in mine} | {
-        "command_topic_mode": engine.get("command_topic_mode", "single"),
+        # SAGA_COMMAND_TOPICS: per-participant, or single (what engines without it did)
+        "command_topic_mode": engine.get("command_topics", "single"),
         "open_rate_per_s": rate,
         "baseline_linger_ms": a.linger_ms,
         "loadgen_linger_ms": 0,

@@ -80,6 +80,10 @@ def test_quick_run_reports_every_field_and_cleans_up(infra: Infra, tmp_path: Pat
     assert not any("password" in k for k in s["engine"]), "secrets stay out of the report"
     assert r["kill"]["unfinished"] == 0 and r["open_loop"]["unfinished"] == 0
     assert r["inflight"]["in_flight"] == 100 and r["inflight"]["sampled"] == 100
+    assert r["inflight"]["park"] == "direct" and number(r["inflight"]["redis_used_after"])
+    # where the idle saga's time went: the start, then each of the order saga's four steps
+    assert number(r["idle"]["start_ms"]) and len(r["idle"]["step_ms"]) == 4
+    assert all(number(x) for x in r["idle"]["step_ms"])
     assert "## headline" in proc.stdout and f"wrote {out}" in proc.stdout
 
     tag = r["tag"]
@@ -108,6 +112,7 @@ def test_quick_run_reports_every_field_and_cleans_up(infra: Infra, tmp_path: Pat
         (["--load-fraction", "1.5"], "must be at most 1"),
         (["--linger-ms", "5000"], "not between 0 and 1,000"),
         (["--arrivals", "bursty"], "invalid choice"),
+        (["--park", "pigeon"], "invalid choice"),
         (["--json", "/nonexistent/dir/out.json"], "no writable directory"),
         (["--json", "."], "is a directory"),
         (["--only", "open"], "add peak, or give --rate"),
@@ -140,6 +145,7 @@ def test_quick_is_a_preset_that_options_override() -> None:
     quick, default = parse_args(["--quick"]), parse_args([])
     assert quick.window < default.window and quick.peak_s < default.peak_s
     assert quick.in_flight == 100 and default.in_flight == 0
+    assert default.park == "direct" and parse_args(["--park", "kafka"]).park == "kafka"
     assert parse_args(["--quick", "--window", "700"]).window == 700
     assert parse_args(["--quick", "--only", "baseline,codec"]).in_flight == 0
     assert parse_args(["--skip", "kill,open"]).parts == ["baseline", "codec", "idle", "peak"]

@@ -17,10 +17,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlparse
 
 from infra import kafka
 from infra import redis as redis_factory
+from orchestrator.config import OrchestratorSettings
 from participants.samples.order.workers import inventory
 from schemas.config import Settings
 
@@ -73,6 +75,17 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+def static_member(role: str) -> dict[str, str]:
+    """Kafka static membership for a bench process, as a deployment with stable names runs it
+    (docs/OPERATIONS.md): a SIGKILLed orchestrator restarted under its id gets its partitions
+    back at once. BENCH_STATIC_MEMBERSHIP=0 measures the dynamic default instead (the restart
+    then waits out the session timeout of its dead self). One id per role is unique: each
+    worker process runs one participant, in its own consumer group."""
+    if os.environ.get("BENCH_STATIC_MEMBERSHIP", "1") == "0":
+        return {}
+    return {"SAGA_GROUP_INSTANCE_ID": f"bench-{role}"}
+
+
 @dataclass
 class Fleet:
     settings: Settings
@@ -96,7 +109,13 @@ class Fleet:
 
     def orchestrator_env(self) -> dict[str, str]:
         extra = {"SAGA_SAGA_MODULES": self.saga_modules} if self.saga_modules else {}
-        return child_env(self.settings, **extra)
+        return child_env(self.settings, **extra, **static_member("orchestrator"))
+
+    def orchestrator_settings(self) -> OrchestratorSettings:
+        """The settings the orchestrator process reads from `orchestrator_env()` (the bench's
+        own thread is the only one reading the environment meanwhile)."""
+        with mock.patch.dict(os.environ, self.orchestrator_env(), clear=True):
+            return OrchestratorSettings()
 
     async def start(self) -> None:
         kafka.create_topics(self.settings, self.topics, self.settings.topic_partitions)
@@ -115,7 +134,9 @@ class Fleet:
             )
 
     def worker_env(self) -> dict[str, str]:
-        return child_env(self.settings, SAGA_KEY_PREFIX=self.participant_prefix)
+        return child_env(
+            self.settings, SAGA_KEY_PREFIX=self.participant_prefix, **static_member("worker")
+        )
 
     def start_orchestrator(self) -> None:
         self.procs["orchestrator"] = spawn(

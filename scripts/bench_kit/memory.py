@@ -23,6 +23,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from scripts.bench_kit.fleet import BenchError
 from scripts.bench_kit.load import KINDS
 
 SAGA_ID = re.compile(rf"(?:{'|'.join(KINDS)})\d{{8}}")
@@ -93,3 +94,38 @@ async def per_saga(
         "sagas": len(ids),
         "keys_under_prefix": ks.keys,
     }
+
+
+async def used_memory(redis: Redis) -> int:
+    """Redis's `used_memory`: everything it holds, ours or not."""
+    return int((await redis.info("memory"))["used_memory"])
+
+
+@dataclass
+class Room:
+    """Whether Redis has room for the sagas still to come, judged from what the first ones
+    took: parking a million sagas into a Redis that cannot hold them would end in OOM errors
+    (or the machine swapping) rather than a figure."""
+
+    used0: int
+    limit: int
+
+    @classmethod
+    async def of(cls, redis: Redis) -> Room:
+        info = await redis.info("memory")
+        limit = int(info.get("maxmemory") or 0) or int(info["total_system_memory"])
+        return cls(int(info["used_memory"]), limit)
+
+    async def check(self, redis: Redis, present: int, n: int) -> None:
+        """A BenchError when `n` sagas would take Redis past 90% of its limit, at the bytes
+        each of the `present` ones took (judged once there are at least 1,000)."""
+        if present < 1000:
+            return
+        each = (await used_memory(redis) - self.used0) / present
+        if self.used0 + each * n > 0.9 * self.limit:
+            raise BenchError(
+                f"{n} parked sagas need about {each * n / 2**30:.1f} GiB of Redis at "
+                f"{each:.0f} bytes each; this Redis may use {self.limit / 2**30:.1f} GiB "
+                "(maxmemory, or the machine's memory) and already uses "
+                f"{self.used0 / 2**30:.1f} GiB"
+            )

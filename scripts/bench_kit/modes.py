@@ -14,13 +14,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.engine import history as saga_history
+from orchestrator.engine.statecodec import from_iso
 from scripts.bench_kit.fleet import BenchError, CpuWindow, Fleet, per_unit_us
 from scripts.bench_kit.load import FINAL, POLL_S, STEPS_PER_SAGA, Loader, pct
+from scripts.bench_kit.memory import Room
 from scripts.bench_kit.parked import PARKED_TYPE
 
 PROGRESS_S = 10.0
@@ -39,7 +43,10 @@ async def warm_up(loader: Loader, n: int, timeout_s: float) -> None:
 
 
 async def idle(loader: Loader, n: int, timeout_s: float) -> dict[str, Any]:
+    """Also where each saga's time went, from its history: due -> start applied, then each
+    transition to the next (a command's trip to its worker and the reply's trip back)."""
     each: list[float] = []
+    parts: list[list[float]] = []
     for _ in range(n):
         due_ms = time.time() * 1000
         (sid,) = loader.start("idle")
@@ -54,7 +61,17 @@ async def idle(loader: Loader, n: int, timeout_s: float) -> dict[str, Any]:
             await asyncio.sleep(POLL_S / 5)
         lat, _ = await loader.latencies_ms({sid: due_ms})
         each.append(lat[0])
-    return {"idle_saga_ms": pct(each, 50), "each_ms": [round(x, 1) for x in each]}
+        hist = await saga_history.read(loader.redis, loader.keys.history(sid))
+        at = [due_ms] + [from_iso(h["at"]) for h in hist if h["outcome"] == "applied"]
+        parts.append([b - a for a, b in itertools.pairwise(at)])
+    # the median of each segment over the sagas: [start, step 1, ..., step n]
+    split = [pct([p[i] for p in parts if len(p) > i], 50) for i in range(max(map(len, parts)))]
+    return {
+        "idle_saga_ms": pct(each, 50),
+        "each_ms": [round(x, 1) for x in each],
+        "start_ms": split[0] if split else None,
+        "step_ms": [round(x, 1) for x in split[1:] if x is not None],
+    }
 
 
 @dataclass
@@ -257,15 +274,12 @@ class Parking:
     t0: float = field(default_factory=time.monotonic)
     last_print: float = 0.0
     before: int = 0
-    used0: int = 0
-    limit: int = 0
+    room: Room | None = None
 
     async def run(self) -> dict[str, Any]:
         at_start = await self.loader.counts()
         self.before = sum(at_start.values())
-        info = await self.loader.redis.info("memory")
-        self.used0 = int(info["used_memory"])
-        self.limit = int(info.get("maxmemory") or 0) or int(info["total_system_memory"])
+        self.room = await Room.of(self.loader.redis)
         ids = self.loader.new_ids("park", self.n)
         for i in range(0, self.n, self.batch):
             for sid in ids[i : i + self.batch]:
@@ -276,7 +290,9 @@ class Parking:
         counts = await self.loader.counts()
         if any(counts.get(s, 0) != at_start.get(s, 0) for s in FINAL):
             raise BenchError(f"parked sagas finished instead of waiting: {counts}")
-        return {"in_flight": self.n, "park_s": round(time.monotonic() - self.t0, 1), "ids": ids}
+        park_s = time.monotonic() - self.t0
+        return {"in_flight": self.n, "park": "kafka", "park_s": round(park_s, 1),
+                "park_per_s": round(self.n / park_s), "ids": ids}  # fmt: skip
 
     async def landed(self, target: int) -> None:
         """Until `target` parked sagas exist; a BenchError when Redis would run out first."""
@@ -288,13 +304,5 @@ class Parking:
                 print(f"  parking: {present}/{self.n} in flight", flush=True)
                 self.last_print = now
             await asyncio.sleep(0.2)
-        if present >= 1000:
-            used = int((await self.loader.redis.info("memory"))["used_memory"])
-            each = (used - self.used0) / present
-            if self.used0 + each * self.n > 0.9 * self.limit:
-                raise BenchError(
-                    f"{self.n} parked sagas need about {each * self.n / 2**30:.1f} GiB of Redis at "
-                    f"{each:.0f} bytes each; this Redis may use {self.limit / 2**30:.1f} GiB "
-                    "(maxmemory, or the machine's memory) and already uses "
-                    f"{self.used0 / 2**30:.1f} GiB"
-                )
+        assert self.room is not None
+        await self.room.check(self.loader.redis, present, self.n)

@@ -116,7 +116,9 @@ def text(r: dict[str, Any]) -> str:
         )
         out += _cpu_lines(o["cpu_s_per_process"], o["cpu_us_per_saga"], "saga")
     if i := r.get("idle"):
-        out.append(f"\n## idle: {_n(i['idle_saga_ms'], 1)} ms (each: {i['each_ms']})")
+        out.append(f"\n## idle: {_n(i['idle_saga_ms'], 1)} ms (each: {i['each_ms']}); medians: "
+                   f"due to start applied {_n(i.get('start_ms'), 1)} ms, transition to "
+                   f"transition per step {i.get('step_ms')} ms")  # fmt: skip
     if k := r.get("kill"):
         out.append(
             f"\n## SIGKILL under {_n(k['rate_per_s'])} sagas/s: first completion "
@@ -125,8 +127,9 @@ def text(r: dict[str, Any]) -> str:
         )
     if f := r.get("inflight"):
         out.append(
-            f"\n## in flight: {f['in_flight']} parked in {f['park_s']} s; "
-            f"{_n(f.get('bytes_per_saga'))} bytes per in-flight saga"
+            f"\n## in flight: {f['in_flight']} parked ({f['park']}) in {f['park_s']} s; "
+            f"{_n(f.get('bytes_per_saga'))} bytes per in-flight saga; Redis used_memory "
+            f"{_n(f['redis_used_before'] / 2**20, 1)} -> {_n(f['redis_used_after'] / 2**20, 1)} MiB"
         )
     if c := r.get("codec_us"):
         out.append("\n## decode and validate, us per message: "

@@ -20,7 +20,7 @@ from typing import Any
 
 from infra import kafka
 from schemas.config import Settings
-from scripts.bench_kit import memory, modes, parked
+from scripts.bench_kit import direct, memory, modes, parked
 from scripts.bench_kit.fleet import BenchError, Fleet, stack_pids
 from scripts.bench_kit.load import Loader
 
@@ -105,11 +105,19 @@ class Session:
 
     async def park(self, shared0: int) -> None:
         a, redis = self.a, self.loader.redis
-        p = await modes.Parking(self.loader, a.in_flight, timeout_s=600 + a.in_flight / 20).run()
+        used0 = await memory.used_memory(redis)
+        if a.park == "kafka":
+            timeout_s = 600 + a.in_flight / 20
+            p = await modes.Parking(self.loader, a.in_flight, timeout_s).run()
+        else:
+            p = await direct.park(self.fleet.orchestrator_settings(), self.loader, a.in_flight)
         mem = await memory.per_saga(redis, self.fleet.prefix, p.pop("ids"), shared0,
                                     a.memory_sample)  # fmt: skip
-        self.out["inflight"] = p | mem
-        self.say(f"in flight: {a.in_flight} parked, {mem['bytes_per_saga']} bytes each")
+        # Redis as a whole, shared with whatever else uses it: the exact figure is bytes_per_saga
+        used = await memory.used_memory(redis)
+        self.out["inflight"] = p | mem | {"redis_used_before": used0, "redis_used_after": used}
+        self.say(f"in flight: {a.in_flight} parked ({p['park']}) in {p['park_s']} s, "
+                 f"{mem['bytes_per_saga']} bytes each")  # fmt: skip
 
     async def peak(self) -> None:
         a, redis, f = self.a, self.loader.redis, self.fleet
@@ -142,4 +150,12 @@ class Session:
                     await redis.unlink(*batch)
         finally:
             await self.loader.aclose()
-            kafka.delete_topics(self.fleet.settings, self.fleet.topics)
+            fs = self.fleet.settings
+            # with them the participant command topics (`<commands>.<participant>`) the
+            # orchestrator created at start-up in per-participant mode
+            try:
+                listed = list(kafka.admin(fs).list_topics(timeout=30).topics)
+            except Exception:  # Kafka away: delete what is known
+                listed = []
+            own = [t for t in listed if t.startswith(f"{fs.commands_topic}.")]
+            kafka.delete_topics(fs, self.fleet.topics + own)
