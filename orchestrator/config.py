@@ -48,6 +48,13 @@ class OrchestratorSettings(Settings):
     retention_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="keep final sagas this long; 0 = forever"
     )
+    state_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        le=10_000_000,
+        description="sagas whose decoded state the partition owner keeps after stepping them, "
+        "so their next input needs no read from Redis (orchestrator/engine/cache.py); 0 = off",
+    )
     saga_modules: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SAGA_MODULES),
         description="modules exposing SAGAS (orchestrator.engine.sagas); naming any replaces "

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     #: names a `topic` (`StepDef.topic`); e.g. '["payments.commands"]'
     extra_command_topics: list[str] = Field(default_factory=list, max_length=100)
     topic_partitions: int = Field(default=6, ge=1, le=1000)
+    #: Kafka static membership (KIP-345) for the orchestrator's and the workers' consumers: a
+    #: copy restarted under the same id (a crashed container in the same pod, a process the
+    #: supervisor restarts) gets its partitions back at once instead of waiting out the session
+    #: timeout of its dead self. Unique per copy within a group. A copy stopped for good under an
+    #: id keeps its partitions until the session timeout (static members do not leave).
+    group_instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
     key_prefix: str = Field(default="saga", pattern=r"^[A-Za-z0-9_\-]{1,32}$")
     output_format: Literal["json", "avro"] = "json"
     max_message_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000)

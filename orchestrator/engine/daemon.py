@@ -36,6 +36,7 @@ from infra.retry import Backoff, Stopped, retry
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.decide import decide
 from orchestrator.core.model import Event, Operator, Reply, SagaState, Start
+from orchestrator.engine.cache import Loaded, StateCache, load
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.ownership import Ownership, Rebalance
 from orchestrator.engine.publish import Outgoing, Poison, Publisher
@@ -97,6 +98,7 @@ class Orchestrator:
         self.stop_event = asyncio.Event()
         self.assigned: set[TopicPartition] = set()
         self._batch_lock = asyncio.Lock()
+        self.cache = StateCache(settings.state_cache_size, Keys.of(settings).partition)
         self.redis: Redis | None = None
         self.store: RedisStore | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -126,6 +128,7 @@ class Orchestrator:
             fetch_max_wait_ms=50,
             session_timeout_ms=s.consumer_session_timeout_ms,
             heartbeat_interval_ms=min(3000, s.consumer_session_timeout_ms // 3),
+            group_instance_id=s.group_instance_id,  # static membership: resume without waiting
         )
         self.publisher = Publisher(s, self.producer, self.store, self.metrics)
         self.ownership = Ownership(self.redis, self.store.keys, self.metrics)
@@ -138,7 +141,10 @@ class Orchestrator:
             await self._retrying("start kafka producer", self.producer.start)
             await self._retrying("start kafka consumer", self.consumer.start)
             await self._check_partitions(self.producer)
-            listener = Rebalance(self._batch_lock, self.assigned, self.ownership, s.events_topic)
+            listener = Rebalance(
+                self._batch_lock, self.assigned, self.ownership, s.events_topic,
+                self.cache.drop_partitions,
+            )  # fmt: skip
             self.consumer.subscribe([s.commands_topic, s.events_topic], listener=listener)
             relay_task = asyncio.create_task(self.relay.run(), name="relay")
             self._relay_task = relay_task
@@ -305,16 +311,17 @@ class Orchestrator:
             raise ConflictError(f"{len(job.todo)} inputs kept conflicting; will retry the batch")
 
     async def _apply_round(self, job: _Applying) -> None:
-        """One load and the writes decided on it, in waves: a saga's n-th input of the round
-        is written only after its (n-1)-th was written ("ok"). After anything else (another
-        writer won the version race, a duplicate, Redis refused) the saga's later inputs were
-        decided on a state that does not exist: they are reloaded and re-decided next round,
-        never written over that saga."""
+        """One load (none for the sagas in `cache`) and the writes decided on it, in waves: a
+        saga's n-th input of the round is written only after its (n-1)-th was written ("ok").
+        After anything else (another writer won the version race, a duplicate, Redis refused)
+        the saga's later inputs were decided on a state that does not exist: they are reloaded
+        and re-decided next round, never written over that saga."""
         assert self.store is not None
         ids = list(dict.fromkeys(i.message.saga_id for i in job.todo))
         starting = {i.message.saga_id for i in job.todo if isinstance(i.event, Start)}
-        raws, gone = await self.store.load_raw(ids, starting)
-        chains = self._decide_chains(job.todo, raws, gone)
+        loaded = await load(self.cache, self.store, ids, starting)
+        self.metrics.state_cache_hits, self.metrics.state_cache_misses = self.cache.counts()
+        chains = self._decide_chains(job.todo, loaded)
         job.todo = []
         failure: Exception | None = None
         while chains:
@@ -335,9 +342,12 @@ class Orchestrator:
             try:
                 results = await self.store.apply([w for _, w in wave])
             except Exception:  # the round trip failed: nothing is known of the wave
+                for _, w in wave:
+                    self.cache.after_write(w, "error")
                 job.todo += [i for i, _ in wave] + [i for c in chains.values() for i, _ in c]
                 raise
             for (inp, w), res in zip(wave, results, strict=True):
+                self.cache.after_write(w, res.status)
                 if res.status == "ok":
                     w.outbox_ids = res.outbox_ids
                     job.done.append((inp, w))
@@ -359,14 +369,13 @@ class Orchestrator:
             raise failure
 
     def _decide_chains(
-        self, todo: list[Input], raws: dict[str, dict[str, str]], gone: set[str]
+        self, todo: list[Input], loaded: Loaded
     ) -> dict[str, list[tuple[Input, Write | Poison]]]:
         """Per saga, in input order, each input's write (decided on the state the saga's
         previous writes of the chain would leave) or its poison. A start for a saga whose keys
         expired (`gone`: its tombstone is there) is a duplicate start: counted, logged, and
         neither written nor dead-lettered."""
-        assert self.store is not None
-        states = {sid: self.store.parse(raw, sid) for sid, raw in raws.items()}
+        raws, states, gone = loaded.raws, loaded.states, loaded.gone
         chains: dict[str, list[tuple[Input, Write | Poison]]] = {}
         now = int(time.time() * 1000)
         for inp in todo:

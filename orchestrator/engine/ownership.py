@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
 
@@ -148,19 +148,23 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         assigned: set[TopicPartition],
         ownership: Ownership,
         events_topic: str,
+        forget: Callable[[list[int]], object] = lambda partitions: None,
     ) -> None:
         self.lock = lock
         self.assigned = assigned  # the daemon's set, changed in place
         self.ownership = ownership
         self.events_topic = events_topic
+        #: drops what the daemon cached of the revoked partitions' sagas (engine/cache.py)
+        self.forget = forget
 
     def _events(self, tps: Iterable[TopicPartition]) -> list[int]:
         return [tp.partition for tp in tps if tp.topic == self.events_topic]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.ownership.revoke(self._events(revoked))
-        async with self.lock:
+        async with self.lock:  # after the batch in flight, which may still cache its sagas
             self.assigned.difference_update(revoked)
+            self.forget(sorted({tp.partition for tp in revoked}))
             if revoked:  # the first join calls this with nothing to revoke
                 crash_point("orchestrator.in_revoke")
         log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))

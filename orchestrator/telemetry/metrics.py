@@ -51,6 +51,16 @@ COUNTERS = (
         "Replies that answer no command the saga issued (forged or misrouted): ignored.",
     ),
     ("dead_lettered", "saga_dead_lettered_total", "Records sent to the dead-letter topic."),
+    (
+        "state_cache_hits",
+        "saga_state_cache_hits_total",
+        "Sagas decided on the state this copy cached when it last stepped them (no read).",
+    ),
+    (
+        "state_cache_misses",
+        "saga_state_cache_misses_total",
+        "Sagas read from Redis before deciding (not cached here, or dropped after a conflict).",
+    ),
     ("commands_sent", "saga_commands_sent_total", "Commands published to participants."),
     ("timers_fired", "saga_timers_fired_total", "Timer events produced (timeouts, retries)."),
     (
@@ -158,6 +168,8 @@ class Metrics:
     relay_entry_errors: int = 0
     relay_restarts: int = 0
     relay_fenced: int = 0
+    state_cache_hits: int = 0
+    state_cache_misses: int = 0
     #: partitions whose relay work this copy holds (taken in Redis), and their lag: seconds
     #: the oldest due timer or outbox entry past its sweep age has waited, at the last read
     relay_partitions: int = 0
