@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -30,10 +30,20 @@ if TYPE_CHECKING:
     from tests.support.orch import SagaReader
 
 ROOT = Path(__file__).resolve().parent.parent
-# Most suites predate per-participant command topics (the default since issue 12) and watch
-# commands on the commands topic, so they run in single-topic mode (child processes inherit
-# it); tests/test_command_topics*.py run the per-participant mode.
-os.environ.setdefault("SAGA_COMMAND_TOPICS", "single")
+# The suite runs the command-topic mode users get: per-participant (`<commands>.<participant>`),
+# unless SAGA_COMMAND_TOPICS says otherwise for the whole run; tests that read commands do so
+# through tests/support/commands.py, which follows the mode. BOTH_COMMAND_TOPICS runs a test in
+# both modes; tests/test_command_topics*.py compare them.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "participant_topics(*participants): the settings fixture creates these participants' "
+        "command topics with the others, as the orchestrator or scripts/stack_topics.py does "
+        "before workers start (a worker subscribed to a missing topic notices it only at its "
+        "next metadata refresh, up to 30 s later); nothing in single mode",
+    )
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,13 @@ def infra() -> Iterator[Infra]:
 
 #: run each test of a module on the single Redis and on the Redis Cluster
 BOTH_REDIS = pytest.mark.parametrize("redis_mode", ["single", "cluster"], indirect=True)
+#: the command topics of the sample sagas' participants, made before the test's workers start
+ORDER_TOPICS = pytest.mark.participant_topics("inventory", "payment", "shipping", "notification")
+TRIP_TOPICS = pytest.mark.participant_topics("flight", "hotel", "car", "trip_payment")
+#: run a test with per-participant command topics and with the one commands topic
+BOTH_COMMAND_TOPICS = pytest.mark.parametrize(
+    "command_topics", ["per-participant", "single"], indirect=True
+)
 
 
 def _cluster_url() -> str | None:
@@ -122,11 +139,21 @@ def redis_mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def settings(infra: Infra, redis_mode: str, request: pytest.FixtureRequest) -> Iterator[Settings]:
+def command_topics(request: pytest.FixtureRequest) -> str | None:
+    """The command-topic mode BOTH_COMMAND_TOPICS gives the test; None: the run's (the
+    default per-participant, or SAGA_COMMAND_TOPICS)."""
+    return getattr(request, "param", None)
+
+
+@pytest.fixture
+def settings(
+    infra: Infra, redis_mode: str, command_topics: str | None, request: pytest.FixtureRequest
+) -> Iterator[Settings]:
     """Settings pointing at the real stack, with this test's own topics and Redis key prefix
     (on the Redis Cluster when `redis_mode` is "cluster")."""
     tag = uuid.uuid4().hex[:10]
     cluster = redis_mode == "cluster"
+    mode: dict[str, Any] = {"command_topics": command_topics} if command_topics else {}
     s = Settings(
         kafka_bootstrap_servers=infra.bootstrap,
         redis_url=request.getfixturevalue("cluster_url") if cluster else infra.redis_url,
@@ -136,9 +163,12 @@ def settings(infra: Infra, redis_mode: str, request: pytest.FixtureRequest) -> I
         dlq_topic=f"t-{tag}-dlq",
         topic_partitions=3,
         key_prefix=f"t{tag}",
+        **mode,
     )
     names = [s.commands_topic, s.events_topic, s.dlq_topic]
-    kafka.create_topics(s, names, 3)
+    marker = request.node.get_closest_marker("participant_topics")
+    own = [s.command_topic_of(p) for p in marker.args] if marker else []
+    kafka.create_topics(s, list(dict.fromkeys(names + own)), 3)
     yield s
     # thousands of leftover test topics slow every broker restart; with them the participant
     # command topics (`<commands>.<participant>`) an orchestrator in that mode created

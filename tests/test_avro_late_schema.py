@@ -43,6 +43,9 @@ from tests.support.orch import SagaReader, running
 from tests.support.registry import RealRegistry, real_registry, registry_url
 from tests.support.scripted import ScriptedParticipant
 
+# the workers' command topics exist before they start, as in a deployment
+pytestmark = pytest.mark.participant_topics("inventory")
+
 OUTAGE = ("network", "RegistryUnavailableError")  # how the loop counts a registry outage
 NOT_REGISTERED = 999_999  # neither a registry id here nor a local id (those are >= 2**30)
 
@@ -214,7 +217,8 @@ async def test_a_worker_waits_out_the_registry_then_decodes_a_late_schema(
     ):
         new_id, schema = await register_evolved(registry, "SagaCommand")
         registry.close()
-        await produce_raw(s, [Raw(framed(new_id, schema, cmd), b"late-w1", command_headers(cmd))])
+        raw = Raw(framed(new_id, schema, cmd), b"late-w1", command_headers(cmd))
+        await produce_raw(s, [raw], topic=s.command_topic_of("inventory"))  # where it goes
 
         async def retried() -> bool:
             return worker.stats.infra_retries >= 3
@@ -240,7 +244,7 @@ async def test_a_worker_dead_letters_an_id_the_registry_does_not_have(
         TopicReader(s, s.dlq_topic) as dlq,
         worker_running(s, inventory.build()),
     ):
-        await produce_raw(s, [raw])
+        await produce_raw(s, [raw], topic=s.command_topic_of("inventory"))  # where it goes
         (letter,) = await dlq.until(lambda seen: len(seen) == 1)
     assert letter.header(H_ERROR_CLASS) == "unknown_schema"
     assert letter.header(H_SOURCE) == "participant:inventory"

@@ -113,9 +113,14 @@ def test_the_published_event_is_a_function_of_the_event_and_the_outcome() -> Non
     assert emitted(Delivery(event, "e", q.reactions["Asked"]), done, "q") is None
 
 
-def test_a_worker_reads_the_topics_its_handlers_need() -> None:
-    """Only reactions: the event topic alone. Commands too: both. Neither: the commands topic."""
-    settings = Settings(commands_topic="cmds")
+@pytest.mark.parametrize(
+    ("mode", "own", "plain_own"),
+    [("per-participant", "cmds.demo", "cmds.plain"), ("single", "cmds", "cmds")],
+)
+def test_a_worker_reads_the_topics_its_handlers_need(mode: str, own: str, plain_own: str) -> None:
+    """Only reactions: the event topic alone. Commands too: both. Neither: its command topic
+    (the participant's own, or the one commands topic in single mode)."""
+    settings = Settings(commands_topic="cmds", command_topics=mode)
     p = svc("evts")
     assert Worker(settings, p, options=_opts(), stop=asyncio.Event())._topics() == ["evts"]
 
@@ -123,12 +128,9 @@ def test_a_worker_reads_the_topics_its_handlers_need() -> None:
     async def do(cmd: SagaCommand, ctx: Context) -> None:
         return None
 
-    assert Worker(settings, p, options=_opts(), stop=asyncio.Event())._topics() == [
-        "cmds",
-        "evts",
-    ]
+    assert Worker(settings, p, options=_opts(), stop=asyncio.Event())._topics() == [own, "evts"]
     plain = Participant("plain")
-    assert Worker(settings, plain, options=_opts(), stop=asyncio.Event())._topics() == ["cmds"]
+    assert Worker(settings, plain, options=_opts(), stop=asyncio.Event())._topics() == [plain_own]
 
 
 def _opts() -> WorkerOptions:

@@ -347,7 +347,7 @@ async def test_real_processes_in_the_default_mode(
     made.append(own)
     module = '["tests.support.user_sagas"]'
     env = orchestrator_env(settings, SAGA_SAGA_MODULES=module)
-    env.pop("SAGA_COMMAND_TOPICS", None)  # the suite pins single mode; this runs the default
+    env.pop("SAGA_COMMAND_TOPICS", None)  # orchestrator_env names the mode: run the default
     orch = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.ops.cli", "orchestrator", "run"],
         env=env, cwd=ROOT, stdout=(tmp_path / "orch.log").open("ab"), stderr=subprocess.STDOUT,

@@ -37,7 +37,12 @@ from tests.support.procs import ROOT, orchestrator_env, stop
 from tests.support.sagas_patient import ORDER_PATIENT
 from tests.test_crash_points import armed, end_offsets, fired
 
-pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
+# on the single Redis and on the Redis Cluster; the workers' command topics exist before
+# they start, as in a deployment
+pytestmark = [
+    BOTH_REDIS,
+    pytest.mark.participant_topics("inventory", "payment", "shipping", "notification"),
+]
 
 N_ORDERS = 60
 POINT = "participant.after_effect"
@@ -150,8 +155,9 @@ async def test_kill_after_the_effect_before_the_reply(
         async def committed_to_end() -> bool:
             consumer = kafka.consumer(settings, group_id=group_id(settings.key_prefix, "payment"))
             async with kafka.started(consumer):
-                ends = await end_offsets(settings, settings.commands_topic)
-                tps = [TopicPartition(settings.commands_topic, p) for p in ends]
+                own = settings.command_topic_of("payment")  # what the payment workers read
+                ends = await end_offsets(settings, own)
+                tps = [TopicPartition(own, p) for p in ends]
                 got = [await consumer.committed(tp) for tp in tps]
             return got == list(ends.values())
 

@@ -272,7 +272,11 @@ def test_secrets_arrive_as_files_never_as_values(
         for c in containers(dep):
             assert "envFrom" not in c
             files, dirs = _secret_files(c, volumes)
-            for e in c.get("env", []):
+            env = {e["name"]: e for e in c.get("env", [])}
+            # static membership: each pod its own instance id, its name (the downward API)
+            pod_name = {"fieldRef": {"fieldPath": "metadata.name"}}
+            assert env.pop("SAGA_GROUP_INSTANCE_ID")["valueFrom"] == pod_name
+            for e in env.values():
                 assert "valueFrom" not in e, f"{e['name']} comes from a Secret as a value"
                 if e["name"].endswith("_FILE"):
                     mounted = e["value"] in files or os.path.dirname(e["value"]) in dirs

@@ -103,7 +103,8 @@ async def quiet(
     await wait_committed_to_end(settings, orch.s.group, topics, timeout_s=120)
     for w in crew:
         group = group_id(settings.key_prefix, w.participant.name)
-        await wait_committed_to_end(settings, group, [settings.commands_topic], timeout_s=120)
+        own = settings.command_topic_of(w.participant.name)  # the topic its workers read
+        await wait_committed_to_end(settings, group, [own], timeout_s=120)
     # every command ran once; each copy was answered from its stored outcome ...
     assert sum(w.stats.handled for w in crew) == len(tap.commands)
     assert replayed(crew) == copies, (replayed(crew), copies)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aredis
 
 from participants.samples.order.workers import inventory, seed_stock, snapshot
@@ -14,6 +15,9 @@ from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompleted
 from tests.support.kafka import wait_for
 from tests.test_engine_redis_faults import MAXMEMORY, fill_to_oom, free, on_port, redis_server
+
+# the workers' command topics exist before they start, as in a deployment
+pytestmark = pytest.mark.participant_topics("inventory")
 
 
 def reserve(saga: str) -> SagaCommand:

@@ -32,11 +32,15 @@ from participants.samples.order.workers import snapshot
 from participants.testing import TopicReader
 from schemas.config import Settings
 from schemas.messages import StartOrder
+from tests.conftest import ORDER_TOPICS
 from tests.support.kafka import wait_for
 from tests.support.orch import SagaReader, running
 from tests.support.procs import ROOT, orchestrator_env
 from tests.test_http import free_port
 from tests.test_ops_cli_e2e import cli
+
+# the workers' command topics exist before they start, as in a deployment
+pytestmark = ORDER_TOPICS
 
 MINIMAL = {"items": [{"productId": "123", "quantity": 2}]}
 

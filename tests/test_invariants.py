@@ -15,8 +15,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
+from infra import kafka
 from infra import redis as redis_factory
 from participants.keys import SdkKeys
 from participants.samples.faults import inject as faults
@@ -25,6 +26,7 @@ from schemas.config import Settings
 from schemas.dlq import header
 from schemas.headers import H_MESSAGE_TYPE
 from tests.conftest import BOTH_REDIS
+from tests.support import commands
 from tests.support.kafka import produce, wait_for
 from tests.support.orch import SagaReader
 from tests.support.procs import ROOT, kill, orchestrator_env, start_orchestrator
@@ -50,28 +52,17 @@ def worker(settings: Settings, name: str, log: Path) -> subprocess.Popen[bytes]:
 async def duplicate_some_commands(settings: Settings, stop: asyncio.Event, rate: float) -> int:
     """Re-produce a share of the participant commands, as a flaky network or relay would."""
     rng = random.Random(7)
-    consumer = AIOKafkaConsumer(
-        settings.commands_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-    )
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
-    await producer.start()
     sent = 0
-    try:
+    async with commands.reading(settings) as consumer, kafka.started(producer):
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=100)
             for rs in batch.values():
                 for r in rs:
                     if header(r.headers, H_MESSAGE_TYPE) == "SagaCommand" and rng.random() < rate:
-                        await producer.send(
-                            settings.commands_topic, r.value, r.key, headers=list(r.headers)
-                        )
+                        # to the topic it was on: its participant's own in per-participant mode
+                        await producer.send(r.topic, r.value, r.key, headers=list(r.headers))
                         sent += 1
-    finally:
-        await producer.stop()
-        await consumer.stop()
     return sent
 
 

@@ -9,7 +9,7 @@ from orchestrator.core.definition import Registry
 from schemas import codec
 from schemas.config import Settings
 from schemas.messages import SagaCommand
-from tests.conftest import BOTH_REDIS
+from tests.conftest import BOTH_COMMAND_TOPICS, BOTH_REDIS
 from tests.support.kafka import produce, wait_for
 from tests.support.offsets import wait_committed_to_end
 from tests.support.orch import SagaReader, running
@@ -17,6 +17,8 @@ from tests.support.sagas_patient import ORDER_PATIENT
 from tests.support.scripted import Answer, ScriptedParticipant, reply_for
 
 pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
+# the suite runs per-participant command topics; BOTH_COMMAND_TOPICS runs a few of these tests
+# on the one commands topic too, so that mode stays covered end to end
 
 STEPS = ["reserve_inventory", "process_payment", "create_shipment", "send_confirmation"]
 ACTIONS = ["ReserveItems", "ProcessPayment", "CreateShipment", "SendOrderConfirmation"]
@@ -39,6 +41,7 @@ def kinds(cmds: list[SagaCommand]) -> list[str]:
     return [c.command_type for c in cmds]
 
 
+@BOTH_COMMAND_TOPICS
 async def test_happy_path_completes(settings: Settings, reader: SagaReader) -> None:
     """A StartOrder runs the four steps in order and ends completed, readable in Redis."""
     async with ScriptedParticipant(settings) as p, running(settings):
@@ -84,6 +87,7 @@ async def test_non_retryable_failure_compensates_finished_steps_in_reverse(
     assert "scripted fail" in fields["last_error"]
 
 
+@BOTH_COMMAND_TOPICS
 async def test_retryable_failure_is_retried_then_succeeds(
     settings: Settings, reader: SagaReader
 ) -> None:
@@ -105,6 +109,7 @@ async def test_retryable_failure_is_retried_then_succeeds(
     assert (await reader.fields("retry-1"))["step.process_payment.attempts"] == "3"
 
 
+@BOTH_COMMAND_TOPICS
 async def test_silent_step_times_out_is_retried_then_compensated(
     settings: Settings, reader: SagaReader
 ) -> None:
@@ -162,6 +167,7 @@ async def test_compensation_that_keeps_failing_needs_intervention(
     )
 
 
+@BOTH_COMMAND_TOPICS
 async def test_every_input_and_command_twice_changes_nothing(
     settings: Settings, reader: SagaReader
 ) -> None:

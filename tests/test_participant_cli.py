@@ -14,6 +14,9 @@ from participants.sdk import Participant
 from schemas.config import Settings
 from tests.conftest import BOTH_REDIS
 
+# the workers' command topics exist before they start, as in a deployment
+pytestmark = pytest.mark.participant_topics("built", "one", "two", "three", "ledger", "teleporter")
+
 runner = CliRunner()
 
 

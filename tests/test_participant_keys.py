@@ -19,6 +19,9 @@ from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompleted, StepFailed
 from tests.conftest import BOTH_REDIS
 
+# the workers' command topics exist before they start, as in a deployment
+pytestmark = pytest.mark.participant_topics("inventory", "payment", "slotted")
+
 
 @pytest.fixture
 async def events(settings: Settings) -> AsyncIterator[TopicReader]:

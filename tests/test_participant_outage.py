@@ -16,6 +16,9 @@ from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompleted
 from tests.support.proxy import CuttableProxy
 
+# the workers' command topics exist before they start, as in a deployment
+pytestmark = pytest.mark.participant_topics("inventory")
+
 
 @pytest.fixture
 async def proxied(settings: Settings) -> AsyncIterator[tuple[Settings, CuttableProxy]]:

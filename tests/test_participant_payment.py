@@ -14,7 +14,9 @@ from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompensated, StepCompleted, StepFailed
 from tests.conftest import BOTH_REDIS
 
-pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
+# on the single Redis and on the Redis Cluster; the workers' command topics exist before
+# they start, as in a deployment
+pytestmark = [BOTH_REDIS, pytest.mark.participant_topics("payment")]
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 from redis.asyncio import Redis
 
 from infra import redis as redis_factory
@@ -26,8 +24,11 @@ from participants.testing import TopicReader, command, order, produce
 from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompensated, StepCompleted
 from tests.conftest import BOTH_REDIS
+from tests.support.offsets import committed_and_ends
 
-pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
+# on the single Redis and on the Redis Cluster; the workers' command topics exist before
+# they start, as in a deployment
+pytestmark = [BOTH_REDIS, pytest.mark.participant_topics("inventory")]
 
 SAGA = Path(sys.executable).parent / "saga"
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,20 +144,16 @@ async def test_sigkill_mid_stream_applies_nothing_twice(
 
 
 async def committed_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
-    """(committed, end) offsets per partition of the commands topic for the inventory group."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=group_id(settings.key_prefix, "inventory"),
-        enable_auto_commit=False,
+    """(committed, end) offsets per partition of the inventory group's command topic (its own
+    in per-participant mode, auto-created by the first command with the broker's partition
+    count; the commands topic in single mode)."""
+    group = group_id(settings.key_prefix, "inventory")
+    own = settings.command_topic_of("inventory")
+    committed, ends = await committed_and_ends(settings, group, [own])
+    return (
+        {p: max(off, 0) for (_, p), off in committed.items()},  # never committed: 0
+        {p: off for (_, p), off in ends.items()},
     )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(settings.commands_topic, p) for p in range(3)]
-        ends = await consumer.end_offsets(tps)
-        committed = {tp.partition: (await consumer.committed(tp)) or 0 for tp in tps}
-        return committed, {tp.partition: off for tp, off in ends.items()}
-    finally:
-        await consumer.stop()
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from participants.samples.order.workers import build_all, seed_stock
 from participants.samples.trip.saga import TRIP_BOOKING
 from participants.sdk import run_many
 from schemas.config import Settings
+from tests.conftest import ORDER_TOPICS
 from tests.golden import variants
 from tests.support.kafka import produce
 from tests.support.orch import SagaReader, running
@@ -272,6 +273,7 @@ async def saga_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+@ORDER_TOPICS  # the workers start first: their topics exist, as in a deployment
 async def test_replay_of_a_real_saga_from_redis(
     settings: Settings, reader: SagaReader, tmp_path: Path
 ) -> None:

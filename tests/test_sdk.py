@@ -28,7 +28,9 @@ from tests.conftest import BOTH_REDIS
 from tests.support.kafka import wait_for
 from tests.support.offsets import wait_committed_to_end
 
-pytestmark = BOTH_REDIS  # on the single Redis and on the Redis Cluster
+# on the single Redis and on the Redis Cluster; the workers' command topics exist before
+# they start, as in a deployment
+pytestmark = [BOTH_REDIS, pytest.mark.participant_topics("demo", "seats")]
 
 
 @pytest.fixture
@@ -164,11 +166,14 @@ async def test_reply_shape(settings: Settings, events: TopicReader) -> None:
     assert second.header(H_MESSAGE_TYPE) == "StepCompensated"
 
 
+@pytest.mark.parametrize("command_topics", ["single"], indirect=True)
 async def test_routing_skips_what_is_not_ours(
     settings: Settings, events: TopicReader, dlq: TopicReader
 ) -> None:
-    """Other participants' commands and StartOrders are skipped; a headerless command for us
-    is handled; undecodable records without our header are left to the orchestrator."""
+    """On the one commands topic (single mode: in per-participant mode a worker's topic is its
+    own, see test_command_topics_e2e.py): other participants' commands and StartOrders are
+    skipped; a headerless command for us is handled; undecodable records without our header
+    are left to the orchestrator."""
     other = command("o1", "payment", "ProcessPayment", "process_payment")
     start = StartOrder(
         saga_id="o2", customer_id="c", items=[{"product_id": "A", "quantity": 1}], amount="1.00"
@@ -204,8 +209,9 @@ async def test_undecodable_with_our_header_goes_to_the_dlq(
         Raw(b'{"messageType": "SagaCommand", "sagaId": "d3"}', b"d3", ours),
         Raw(codec.encode(misaddressed), b"d4", ours),
     ]
+    own = settings.command_topic_of("demo")  # the commands topic in single mode
     async with running(settings, demo()):
-        await produce(settings, records)
+        await produce(settings, records, topic=own)
         await dlq.until(lambda seen: len(seen) == 4)
     by_key = {r.key: r for r in dlq.seen}
     assert by_key[b"d1"].value == b"\x07\x08 binary garbage"
@@ -216,7 +222,7 @@ async def test_undecodable_with_our_header_goes_to_the_dlq(
     assert by_key[b"d4"].header(H_ERROR_CLASS) == "misaddressed"
     for r in dlq.seen:
         assert r.header(H_SOURCE) == "participant:demo"
-        assert r.header(H_TOPIC) == settings.commands_topic and r.header(H_OFFSET) is not None
+        assert r.header(H_TOPIC) == own and r.header(H_OFFSET) is not None
         assert r.header(H_PARTICIPANT) == "demo"  # original headers kept
 
 
@@ -292,7 +298,8 @@ async def test_stop_finishes_and_commits(settings: Settings, events: TopicReader
         await events.reply(marker.message_id)
         # everything on the topic was read before counting (not only the marker's partition)
         group = group_id(settings.key_prefix, "demo")
-        await wait_committed_to_end(settings, group, [settings.commands_topic], timeout_s=30)
+        own = settings.command_topic_of("demo")
+        await wait_committed_to_end(settings, group, [own], timeout_s=30)
         assert second.stats.handled + second.stats.replayed == 1
 
 

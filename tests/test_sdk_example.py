@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from participants.examples.loyalty import svc
 from participants.testing import TopicReader, command, order, produce, running
 from schemas.config import Settings
 from schemas.messages import StepCompensated, StepCompleted, StepFailed
+
+# the worker's command topic exists before it starts, as in a deployment
+pytestmark = pytest.mark.participant_topics("loyalty")
 
 
 def test_example_is_short() -> None:

@@ -24,11 +24,15 @@ from participants.sdk import run_many
 from participants.testing import FAST
 from schemas.config import Settings
 from schemas.dlq import H_ERROR_MESSAGE, header
+from tests.conftest import TRIP_TOPICS
 from tests.support.kafka import read_all, wait_for
 from tests.support.orch import SagaReader
 from tests.support.procs import ROOT, orchestrator_env, start_orchestrator, stop
 from tests.test_http import free_port
 from tests.test_http_auth import OPERATE, READ, TOKENS
+
+# the workers' command topics exist before they start, as in a deployment
+pytestmark = TRIP_TOPICS
 
 TRIP_MODULES = '["participants.samples.trip.saga"]'
 BOOKERS = ("flight", "hotel", "car")

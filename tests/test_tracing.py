@@ -14,7 +14,8 @@ from schemas import codec
 from schemas.config import Settings
 from schemas.dlq import header
 from schemas.messages import SagaCommand
-from tests.support.kafka import produce, read_all
+from tests.support.commands import read_commands
+from tests.support.kafka import produce
 from tests.support.orch import SagaReader, running
 from tests.support.scripted import ScriptedParticipant
 from tests.test_orchestrator_e2e import start_order
@@ -100,7 +101,8 @@ async def test_traceparent_travels_through_every_command(
         )
         await produce(settings, settings.commands_topic, [(b"tp-new", start_order("tp-new"))])
         await reader.wait_final(["tp-field", "tp-header", "tp-new"])
-        records = await read_all(settings, settings.commands_topic, expect=3 + 12)
+        # the starts and the 12 commands (on the participants' own topics, per participant)
+        records = await read_commands(settings, 3 + 12, settings.commands_topic)
     saved = {
         sid: (await reader.fields(sid))["traceparent"]
         for sid in ("tp-field", "tp-header", "tp-new")

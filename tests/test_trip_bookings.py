@@ -17,6 +17,9 @@ from participants.testing import FAST, TopicReader, command, produce, running
 from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompensated, StepCompleted, StepFailed
 
+# the workers' command topics exist before they start, as in a deployment
+pytestmark = pytest.mark.participant_topics("flight", "hotel", "car")
+
 BOOKERS = [flight, hotel, car]
 STEP = {"flight": "book_flight", "hotel": "book_hotel", "car": "book_car"}
 

@@ -19,11 +19,15 @@ from participants.testing import TopicReader, command
 from participants.testing import produce as produce_commands
 from schemas.config import Settings
 from schemas.messages import StartSaga, StepCompleted
+from tests.conftest import TRIP_TOPICS
 from tests.support.kafka import wait_for
 from tests.support.orch import SagaReader
 from tests.support.procs import ROOT, orchestrator_env
 from tests.test_ops_cli_e2e import Result, cli
 from tests.test_trip_e2e import trips  # noqa: F401  (the fixture)
+
+# the workers' command topics exist before they start, as in a deployment
+pytestmark = TRIP_TOPICS
 
 #: nothing listens here: a command that got past validation would fail with exit 1, not 2
 ENV = {"SAGA_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SAGA_REDIS_URL": "redis://127.0.0.1:1/0"}

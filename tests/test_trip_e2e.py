@@ -18,8 +18,12 @@ from participants.samples.trip.workers import build_all, snapshot
 from participants.sdk import run_many
 from participants.testing import FAST
 from schemas.config import Settings
+from tests.conftest import TRIP_TOPICS
 from tests.support.kafka import produce, wait_for
 from tests.support.orch import SagaReader, running
+
+# the workers' command topics exist before they start, as in a deployment
+pytestmark = TRIP_TOPICS
 
 BOOKERS = ("flight", "hotel", "car")
 

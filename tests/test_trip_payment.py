@@ -14,6 +14,9 @@ from participants.testing import TopicReader, command, produce, running
 from schemas.config import Settings
 from schemas.messages import SagaCommand, StepCompensated, StepCompleted, StepFailed
 
+# the workers' command topics exist before they start, as in a deployment
+pytestmark = pytest.mark.participant_topics("trip_payment")
+
 
 @pytest.fixture
 async def events(settings: Settings) -> AsyncIterator[TopicReader]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from schemas.config import Settings
 from schemas.dlq import H_ERROR_CLASS, H_ERROR_MESSAGE, header
@@ -16,6 +17,8 @@ from tests.support.orch import SagaReader
 from tests.support.procs import ROOT, kill, orchestrator_env, start_orchestrator
 
 USER_MODULE = '["tests.support.user_sagas"]'
+# the worker may start before the orchestrator made its topic: made first, as in a deployment
+pytestmark = pytest.mark.participant_topics("greeter")
 
 
 async def test_only_the_user_saga_module_is_registered(

@@ -10,6 +10,7 @@ from infra import redis as redis_factory
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.definition import Registry
 from orchestrator.engine import history as saga_history
+from orchestrator.engine import topics
 from orchestrator.engine.daemon import Orchestrator
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.sagas import SagaModules
@@ -44,6 +45,10 @@ async def running(
         sagas = with_order_starts(sagas or Registry([ORDER_FAST]))
         sagas.http_routes.extend(order_saga.HTTP_ROUTES)
     s = orchestrator_settings(settings, **overrides)
+    # as `orchestrator.runner` does before the daemon runs: the participant command topics
+    # exist (with the commands topic's partition count) before the first command is sent
+    names = topics.registry_topics(s, sagas.registry)
+    await asyncio.to_thread(topics.ensure, s, names)
     orch = Orchestrator(s, sagas)
     http = http_beside(s, sagas, orch)
     await http.__aenter__()

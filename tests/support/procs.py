@@ -23,6 +23,7 @@ def orchestrator_env(settings: Settings, **extra: str) -> dict[str, str]:
         SAGA_COMMANDS_TOPIC=settings.commands_topic,
         SAGA_EVENTS_TOPIC=settings.events_topic,
         SAGA_DLQ_TOPIC=settings.dlq_topic,
+        SAGA_COMMAND_TOPICS=settings.command_topics,  # a test may run both modes
         SAGA_KEY_PREFIX=settings.key_prefix,
         SAGA_SAGA_MODULES='["tests.support.sagas_fast"]',
         SAGA_LOG_LEVEL="WARNING",

@@ -1,4 +1,5 @@
-"""A scripted participant for orchestrator tests: it reads the real commands topic and answers
+"""A scripted participant for orchestrator tests: it reads every participant's commands from
+the real topics (in the settings' command-topic mode: `tests/support/commands.py`) and answers
 each command as the test's `behaviour` says (completed, failed, compensated, silence, twice).
 It keeps every command it saw so tests can check order and exactly-once effects."""
 
@@ -6,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaProducer
 
 from infra import kafka
 from schemas import codec
 from schemas.config import Settings
 from schemas.messages import Envelope, SagaCommand, StepCompensated, StepCompleted, StepFailed
+from tests.support import commands
 
 Answer = Literal["ok", "fail", "retry", "silent", "twice"]
 Behaviour = Callable[[SagaCommand], Answer]
@@ -70,14 +73,12 @@ class ScriptedParticipant:
             await self._task
 
     async def _run(self) -> None:
-        consumer = kafka.consumer(
-            self.s, self.s.commands_topic, group_id=f"scripted-{uuid.uuid4().hex[:8]}"
-        )
-        producer = kafka.producer(self.s)
-        await consumer.start()
-        await producer.start()
-        self._ready.set()
-        try:
+        # no consumer group: it never commits, and reads every partition from the start
+        async with (
+            commands.reading(self.s) as consumer,
+            kafka.started(kafka.producer(self.s)) as producer,
+        ):
+            self._ready.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=100, max_records=200)
                 if batch and self.batch_delay_s:
@@ -85,25 +86,25 @@ class ScriptedParticipant:
                 futures = []
                 for rs in batch.values():
                     for r in rs:
-                        try:
-                            msg = codec.decode(r.value)
-                        except codec.DecodeError:
-                            continue
-                        if not isinstance(msg, SagaCommand):
-                            continue
-                        self.seen.append(msg)
-                        self.by_saga[msg.saga_id].append(msg)
-                        answer = self.behaviour(msg)
-                        reply = reply_for(msg, "ok" if answer == "twice" else answer)
-                        if reply is None:
-                            continue
-                        for _ in range(2 if answer == "twice" else 1):
-                            futures.append(
-                                await producer.send(
-                                    self.s.events_topic, codec.encode(reply), msg.saga_id.encode()
-                                )
-                            )
+                        futures.extend(await self._answer(producer, r.value))
                 await asyncio.gather(*futures)
-        finally:
-            await consumer.stop()
-            await producer.stop()
+
+    async def _answer(self, producer: AIOKafkaProducer, value: bytes) -> list[Any]:
+        """Note a command and send the scripted answer (the send futures); skip the rest."""
+        try:
+            msg = codec.decode(value)
+        except codec.DecodeError:
+            return []
+        if not isinstance(msg, SagaCommand):
+            return []
+        self.seen.append(msg)
+        self.by_saga[msg.saga_id].append(msg)
+        answer = self.behaviour(msg)
+        reply = reply_for(msg, "ok" if answer == "twice" else answer)
+        if reply is None:
+            return []
+        encoded, key = codec.encode(reply), msg.saga_id.encode()
+        return [
+            await producer.send(self.s.events_topic, encoded, key)
+            for _ in range(2 if answer == "twice" else 1)
+        ]

@@ -1,7 +1,8 @@
-"""A tap on the saga topics: it reads the commands and events topics from the start (in no
-consumer group), keeps the first record of every participant command and reply by message id,
-and re-produces exact copies (same key, value and headers, so the same message id) of them,
-as a flaky network, a relay or a retrying producer would."""
+"""A tap on the saga topics: it reads the participant commands (`tests/support/commands.py`:
+the commands topic, or each participant's own in per-participant mode) and the events topic
+from the start (in no consumer group), keeps the first record of every participant command and
+reply by message id, and re-produces exact copies (same key, value and headers, so the same
+message id) of them, as a flaky network, a relay or a retrying producer would."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from schemas.config import Settings
 from schemas.dlq import header
 from schemas.headers import H_MESSAGE_ID, H_MESSAGE_TYPE
 from schemas.messages import Envelope
+from tests.support import commands
 
 REPLY_TYPES = ("StepCompleted", "StepFailed", "StepCompensated")
 
@@ -81,8 +83,7 @@ class Tap:
         return len(futures)
 
     async def _run(self) -> None:
-        consumer = kafka.consumer(self.s, self.s.commands_topic, self.s.events_topic, group_id=None)
-        async with kafka.started(consumer):
+        async with commands.reading(self.s, self.s.events_topic) as consumer:
             self._ready.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=100)
