@@ -81,6 +81,12 @@ Secrets arrive as files under /etc/saga/secrets (the *_FILE settings); no env va
 */}}
 {{- define "saga.env" -}}
 {{- $v := .root.Values -}}
+# Kafka static membership: a container restarted in the same pod keeps its name and gets its
+# partitions back at once, without waiting out the session timeout of its dead self
+- name: SAGA_GROUP_INSTANCE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
 - name: SAGA_KAFKA_BOOTSTRAP_SERVERS
   value: {{ $v.kafka.bootstrapServers | quote }}
 - name: SAGA_KAFKA_SECURITY_PROTOCOL
