@@ -41,6 +41,9 @@ POINTS: tuple[str, ...] = (
     "relay.after_publish",
     # participants/handling.py: the handler's effect and stored outcome committed, no reply yet
     "participant.after_effect",
+    # participants/scripts.py: one round trip of a batch's commits (effects and outcomes) came
+    # back, no reply of theirs sent; more commits of the same batch may follow
+    "participant.between_commits",
 )
 
 ENV_AT = "SAGA_CRASH_AT"

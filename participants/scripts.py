@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from infra.crashpoints import crash_point
 from infra.redis import is_cluster
 
 _MARKER = "--BODY--"
@@ -57,6 +58,8 @@ class ScriptCache:
         return script
 
 
+#: a script, its keys and its arguments
+ScriptCall = tuple[AsyncScript, Sequence[Any], Sequence[Any]]
 Call = tuple[AsyncScript, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
 
@@ -70,8 +73,12 @@ class Coalescer:
     retry of a pipeline after a dropped connection harmless.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, coalesce: bool = True, commits: bool = True) -> None:
         self.redis = redis
+        #: False: every call is its own round trip (SAGA_PARTICIPANT_GUARD=per-command)
+        self.coalesce = coalesce
+        #: the calls are guarded commits (the crash point below), not the read-only lookup
+        self.commits = commits
         self._pending: list[Call] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -80,6 +87,9 @@ class Coalescer:
     ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
+        if not self.coalesce:
+            self._launch([(script, keys, args, fut)])
+            return fut
         if not self._pending:
             # After the callbacks already due in this turn: the other handlers woken together
             # get to add their calls first.
@@ -89,21 +99,16 @@ class Coalescer:
 
     def _start(self) -> None:
         batch, self._pending = self._pending, []
+        self._launch(batch)
+
+    def _launch(self, batch: list[Call]) -> None:
         task = asyncio.create_task(self._flush(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _flush(self, batch: list[Call]) -> None:
         try:
-            results = await self._execute(batch)
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if missing:
-                # A restarted or flushed Redis forgot the scripts: load and run those again.
-                for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
-                    script.sha = await self.redis.script_load(script.script)
-                again = await self._execute([batch[i] for i in missing])
-                for i, r in zip(missing, again, strict=True):
-                    results[i] = r
+            results = await run_scripts(self.redis, [call[:3] for call in batch])
         except asyncio.CancelledError:
             for *_, fut in batch:
                 fut.cancel()
@@ -113,6 +118,10 @@ class Coalescer:
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        # The gap the crash tests aim at: these commits (effects and outcomes) are in Redis,
+        # none of their replies is sent, and the batch may have more commits to come.
+        if self.commits:
+            crash_point("participant.between_commits")
         for (*_, fut), r in zip(batch, results, strict=True):
             if fut.done():
                 continue
@@ -121,18 +130,35 @@ class Coalescer:
             else:
                 fut.set_result(r)
 
-    async def _execute(self, batch: list[Call]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        cluster = is_cluster(self.redis)
-        for script, keys, args, _ in batch:
-            if cluster:
-                # redis-py's cluster pipeline has no evalsha(); the command itself routes by its
-                # keys (one slot per call: participants.keys), and a master that lacks the
-                # script answers NOSCRIPT, handled in `_flush` like a restarted Redis.
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            else:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+
+async def run_scripts(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run script calls in one round trip; each result, or the exception of its call. A
+    restarted or flushed Redis that forgot a script gets it loaded and that call run again."""
+    results = await _execute(redis, calls)
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+            script.sha = await redis.script_load(script.script)
+        again = await _execute(redis, [calls[i] for i in missing])
+        for i, r in zip(missing, again, strict=True):
+            results[i] = r
+    return results
+
+
+async def _execute(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    pipe = redis.pipeline(transaction=False)
+    cluster = is_cluster(redis)
+    for script, keys, args in calls:
+        if cluster:
+            # redis-py's cluster pipeline has no evalsha(); the command itself routes by its
+            # keys (one slot per call: participants.keys), and a master that lacks the
+            # script answers NOSCRIPT, handled in `run_scripts` like a restarted Redis.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        else:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+    return list(await pipe.execute(raise_on_error=False))
 
 
 COMMIT = GuardedScript.from_package("commit.lua")
+#: the read-only check of a whole batch (`Store.lookup`); not a guarded body
+LOOKUP = read_lua("lookup.lua")

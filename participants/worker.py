@@ -25,7 +25,7 @@ from aiokafka.structs import TopicPartition
 from infra import crashpoints
 from infra import kafka as kafka_factory
 from infra import redis as redis_factory
-from infra.retry import Backoff, Stopped, retry
+from infra.retry import Backoff, Stopped, pause, retry
 from participants.batch import Batch, BatchProcessor
 from participants.config import WorkerOptions
 from participants.keys import SdkKeys, group_id
@@ -41,6 +41,8 @@ T = TypeVar("T")
 
 #: commit attempts before the batch is left to be re-delivered
 COMMIT_ATTEMPTS = 5
+#: how often a worker asks whether the topics it reads exist yet
+TOPIC_WAIT_S = 0.5
 #: the partitions moved to another replica: retrying the commit cannot help
 _REFUSED = (CommitFailedError, IllegalStateError)
 
@@ -83,6 +85,7 @@ class Worker:
             redis,
             SdkKeys(self.settings.key_prefix, self.participant.name),
             self.options.reply_ttl_s,
+            self.options.guard,
         )
         clients = await self._connect()
         try:
@@ -141,12 +144,14 @@ class Worker:
             client_id=client_id,
             auto_offset_reset=self.options.start_from,
             max_poll_records=self.options.max_batch,
+            group_instance_id=self.settings.group_instance_id,  # a restart resumes at once
         )
         try:
             await producer.start()
             await consumer.start()
+            await self._wait_for_topics(consumer)
             consumer.subscribe(self._topics(), listener=_Rebalance(self))
-        except KafkaError:
+        except (KafkaError, Stopped):  # Kafka away, or stopped while waiting for its topics
             for client in (consumer, producer):
                 with contextlib.suppress(Exception):
                     await client.stop()
@@ -158,6 +163,26 @@ class Worker:
             group,
         )
         return consumer, producer
+
+    async def _wait_for_topics(self, consumer: AIOKafkaConsumer) -> None:
+        """Until every topic it reads exists (`Stopped` on a stop meanwhile). A subscription to
+        a topic that does not exist yet only notices it at the next metadata refresh (30 s), so
+        a worker started beside the orchestrator, which creates the participant topics at its
+        start, would sit idle that long; asking twice a second costs one metadata request."""
+        wanted = set(self._topics())
+        told = False
+        while missing := sorted(wanted - await consumer.topics()):
+            if not told:
+                self.log.warning(
+                    "%s worker: waiting for %s (the orchestrator creates participant topics at "
+                    "its start; or create them, see docs/OPERATIONS.md)",
+                    *(self.participant.name, ", ".join(missing)),
+                )
+                told = True
+            if await pause(self.stop, TOPIC_WAIT_S):
+                raise Stopped()
+        if told:
+            self.log.info("%s worker: its topics exist now", self.participant.name)
 
     def _topics(self) -> list[str]:
         """Its commands topics (its own `<commands topic>.<name>` and any extra ones, or the
