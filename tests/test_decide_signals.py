@@ -339,8 +339,8 @@ def test_a_skipped_wait_refuses_its_signal_saying_why() -> None:
 HOSTILE = {
     "wait with a participant": (
         lambda: StepDef("w", "bank", "", "", signal="go"),
-        "step 'w' waits for signal 'go', so it sends nothing: participant, action and "
-        "compensation must be empty (got participant 'bank')",
+        "step 'w' waits for signal 'go', so it sends nothing: participant, action, "
+        "compensation and topic must be empty (got participant 'bank')",
     ),
     "wait with an action and compensation": (
         lambda: StepDef("w", "", "Do", "Undo", signal="go"),

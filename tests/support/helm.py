@@ -76,5 +76,20 @@ def containers(doc: Doc) -> list[Doc]:
     return list(spec["containers"]) + list(spec.get("initContainers", []))
 
 
+#: what the kubelet puts in a `fieldRef` to the pod's name (the chart's SAGA_GROUP_INSTANCE_ID)
+POD_NAME = "saga-orchestrator-7d9f-abcde"
+
+
 def env(container: Doc) -> dict[str, str]:
-    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+    """A container's environment as the kubelet gives it: values, and the pod's name for a
+    `fieldRef` to `metadata.name`; any other `valueFrom` is an error here."""
+    out: dict[str, str] = {}
+    for e in container.get("env", []):
+        source = e.get("valueFrom")
+        if source is None:
+            out[e["name"]] = e.get("value", "")
+        elif source == {"fieldRef": {"fieldPath": "metadata.name"}}:
+            out[e["name"]] = POD_NAME
+        else:
+            raise AssertionError(f"{e['name']}: an env source the tests do not model: {source}")
+    return out
