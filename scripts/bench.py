@@ -40,6 +40,7 @@ from orchestrator.config import OrchestratorSettings  # noqa: E402
 from participants.config import ParticipantConfig  # noqa: E402
 from schemas.config import Settings  # noqa: E402
 from scripts.bench_kit import report  # noqa: E402
+from scripts.bench_kit.cli_args import whole  # noqa: E402
 from scripts.bench_kit.fleet import BenchError, child_env  # noqa: E402
 from scripts.bench_kit.pingpong import CLIENTS, baseline  # noqa: E402
 from scripts.bench_kit.session import Session  # noqa: E402
@@ -70,19 +71,6 @@ def positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return v
-
-
-def whole(low: int, high: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not between {low} and {high:,}")
-        return v
-
-    return parse
 
 
 def positive_float(text: str) -> float:

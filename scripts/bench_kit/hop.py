@@ -16,26 +16,13 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Callable
 
 from infra import kafka
 from schemas.config import Settings
+from scripts.bench_kit.cli_args import whole
 
 #: (linger ms, fetch max wait ms): the engine's old and new producer waits, two fetch waits
 COMBINATIONS = ((2, 50), (0, 50), (0, 500), (2, 500))
-
-
-def between(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not between {low} and {high:,}")
-        return v
-
-    return parse
 
 
 async def hops(s: Settings, topic: str, sends: int) -> list[float]:
@@ -84,8 +71,8 @@ async def main(sends: int, rounds: int) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m scripts.bench_kit.hop", description=__doc__)
-    ap.add_argument("--sends", type=between(1, 10_000), default=60, help="per round and pair")
-    ap.add_argument("--rounds", type=between(1, 100), default=3)
+    ap.add_argument("--sends", type=whole(1, 10_000), default=60, help="per round and pair")
+    ap.add_argument("--rounds", type=whole(1, 100), default=3)
     a = ap.parse_args()
     asyncio.run(main(a.sends, a.rounds))
     sys.exit(0)
