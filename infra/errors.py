@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import redis.exceptions as rx
 from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
     InvalidTimestampError,
     KafkaConnectionError,
     KafkaError,
@@ -25,7 +27,10 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     UnsupportedForMessageFormatError,
 )
+from confluent_kafka import KafkaError as RdError
 from redis._parsers.base import BaseParser
+
+from infra.rdkafka import KafkaClientError
 
 
 class BusyError(rx.ResponseError):
@@ -73,14 +78,58 @@ KAFKA_RECORD_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: librdkafka's codes (hot path, `infra/rdkafka.py`) for the same three families: an outage or
+#: a leader change; one record's own fault; a commit refused because the group moved on
+RD_TRANSIENT_CODES = frozenset({
+    RdError._TRANSPORT, RdError._ALL_BROKERS_DOWN, RdError._TIMED_OUT, RdError._MSG_TIMED_OUT,
+    RdError._RESOLVE, RdError._QUEUE_FULL, RdError._UNKNOWN_TOPIC, RdError._UNKNOWN_PARTITION,
+    RdError._ISR_INSUFF, RdError.REQUEST_TIMED_OUT, RdError.NETWORK_EXCEPTION,
+    RdError.UNKNOWN_TOPIC_OR_PART, RdError.LEADER_NOT_AVAILABLE,
+    RdError.NOT_LEADER_FOR_PARTITION, RdError.NOT_COORDINATOR,
+    RdError.COORDINATOR_NOT_AVAILABLE, RdError.NOT_ENOUGH_REPLICAS,
+})  # fmt: skip
+RD_RECORD_CODES = frozenset({
+    RdError.MSG_SIZE_TOO_LARGE, RdError.RECORD_LIST_TOO_LARGE, RdError.INVALID_TIMESTAMP,
+    RdError.UNSUPPORTED_FOR_MESSAGE_FORMAT, RdError.INVALID_RECORD,
+})  # fmt: skip
+RD_REBALANCE_CODES = frozenset({
+    RdError.REBALANCE_IN_PROGRESS, RdError.ILLEGAL_GENERATION, RdError.UNKNOWN_MEMBER_ID,
+    RdError.FENCED_INSTANCE_ID, RdError._ASSIGNMENT_LOST, RdError._NO_OFFSET, RdError._STATE,
+})  # fmt: skip
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for an error another attempt may not meet (an outage, a leader change)."""
+    if isinstance(exc, KafkaClientError):
+        return exc.retriable or exc.code in RD_TRANSIENT_CODES
     return isinstance(exc, TRANSIENT) or (isinstance(exc, KafkaError) and exc.retriable)
+
+
+def is_kafka_error(exc: BaseException) -> bool:
+    """Any error of either Kafka client."""
+    return isinstance(exc, KafkaError | KafkaClientError)
 
 
 def is_record_error(exc: BaseException) -> bool:
     """True for a produce error that will recur for this record however often it is sent."""
+    if isinstance(exc, KafkaClientError):
+        return exc.code in RD_RECORD_CODES
     return isinstance(exc, KAFKA_RECORD_ERRORS)
+
+
+def is_too_large(exc: BaseException) -> bool:
+    """The record is larger than the topic (or the producer) takes."""
+    if isinstance(exc, KafkaClientError):
+        return exc.code == RdError.MSG_SIZE_TOO_LARGE
+    return isinstance(exc, MessageSizeTooLargeError)
+
+
+def is_commit_refused(exc: BaseException) -> bool:
+    """A commit the group no longer takes from this member (a rebalance moved the
+    partitions); the next owner re-reads from the last commit."""
+    if isinstance(exc, KafkaClientError):
+        return exc.code in RD_REBALANCE_CODES
+    return isinstance(exc, CommitFailedError | IllegalStateError)
 
 
 def kind(exc: BaseException) -> tuple[str, str]:
@@ -96,9 +145,17 @@ def kind(exc: BaseException) -> tuple[str, str]:
         return "redis", code or type(exc).__name__
     if isinstance(exc, KafkaError):
         return "kafka", type(exc).__name__
+    if isinstance(exc, KafkaClientError):
+        return "kafka", exc.name
     if isinstance(exc, OSError | TimeoutError):
         return "network", type(exc).__name__
     return "other", type(exc).__name__
+
+
+def error_name(exc: BaseException) -> str:
+    """The name a dead letter's error class header and a log line give a failure: a
+    librdkafka error's code ("MSG_SIZE_TOO_LARGE"), else the exception's class."""
+    return exc.name if isinstance(exc, KafkaClientError) else type(exc).__name__
 
 
 def describe(exc: BaseException) -> str:

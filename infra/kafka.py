@@ -1,5 +1,9 @@
 """Every Kafka client the project builds comes from here, configured from `Settings`.
 
+The hot path (the daemon's and the workers' consumer and producer) runs on confluent-kafka
+(librdkafka, `infra/rdkafka.py`: `rd_producer`, `rd_consumer`); tools, the tracker, the test
+harness and the HTTP API use aiokafka (`producer`, `consumer`). Both read the same settings.
+
 The defaults are the project's contract with Kafka, decided once:
 - producers are idempotent with acks=all, and can carry any record an input topic accepts on
   to the dead-letter topic (`MAX_REQUEST_BYTES`);
@@ -12,6 +16,7 @@ A caller passes only what is its own (a group id, a client id, a batch size).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 
+from infra import rdkafka
 from schemas.config import Settings
 
 if TYPE_CHECKING:
@@ -119,6 +125,45 @@ def consumer(
         "value_deserializer": None,
     }
     return AIOKafkaConsumer(*topics, **(options | overrides))
+
+
+#: librdkafka's own log lines (broker down, leader moved) go through Python logging
+_RDKAFKA_LOG = logging.getLogger("librdkafka")
+
+
+def rd_producer(settings: Settings, **conf: Any) -> rdkafka.Producer:
+    """The hot path's producer (not started): idempotent, acks=all, and partitioning keys as
+    Kafka's Java client and aiokafka do (murmur2; librdkafka's default is CRC32), since a
+    saga's Redis shard is the partition its records go to (`orchestrator.engine.keys`)."""
+    options: dict[str, Any] = {
+        **librdkafka_options(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": settings.kafka_linger_ms,
+        "message.max.bytes": MAX_REQUEST_BYTES,
+        "partitioner": "murmur2_random",
+        "message.timeout.ms": int(settings.connect_timeout_s * 1000) + 30_000,
+        "logger": _RDKAFKA_LOG,
+    }
+    return rdkafka.Producer(options | conf)
+
+
+def rd_consumer(settings: Settings, *, group_id: str, **conf: Any) -> rdkafka.Consumer:
+    """The hot path's consumer (not started): raw bytes, commits by hand, the earliest offset
+    for a new group, new topics and partitions noticed within 30 s. `group.instance.id` (static
+    membership) is set when `SAGA_GROUP_INSTANCE_ID` is."""
+    options: dict[str, Any] = {
+        **librdkafka_options(settings),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "topic.metadata.refresh.interval.ms": METADATA_MAX_AGE_MS,
+        "fetch.wait.max.ms": settings.kafka_fetch_max_wait_ms,
+        "logger": _RDKAFKA_LOG,
+    }
+    if settings.group_instance_id:
+        options["group.instance.id"] = settings.group_instance_id
+    return rdkafka.Consumer(options | conf)
 
 
 @contextlib.asynccontextmanager

@@ -50,10 +50,15 @@ def dead_letter_headers(
 
 
 class SourceRecord(Protocol):
-    """What a dead letter needs of the record it replaces (an aiokafka ConsumerRecord)."""
+    """What a dead letter needs of the record it replaces (a consumed record of either Kafka
+    client: `infra.rdkafka.Record`, aiokafka's ConsumerRecord)."""
 
     @property
     def topic(self) -> str: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
     @property
     def partition(self) -> int: ...
     @property

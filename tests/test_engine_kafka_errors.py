@@ -7,14 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, RequestTimedOutError
+from confluent_kafka import KafkaError
 
 from infra import kafka
+from infra.rdkafka import KafkaClientError
 from orchestrator.engine.daemon import Orchestrator
 from schemas.config import Settings
 from schemas.dlq import H_ERROR_CLASS, H_ERROR_MESSAGE, H_SOURCE, header
 from tests.support.kafka import produce, read_all, wait_for
+from tests.support.offsets import committed_and_ends
 from tests.support.orch import SagaReader, running
 from tests.support.scripted import ScriptedParticipant
 from tests.test_orchestrator_e2e import start_order
@@ -52,7 +53,7 @@ def big_start(saga_id: str) -> bytes:
 async def test_a_command_too_large_for_the_topic_dead_letters_its_input(
     settings: Settings, reader: SagaReader
 ) -> None:
-    """The broker refuses a saga's command for good (MessageSizeTooLargeError): the input that
+    """The broker refuses a saga's command for good (MSG_SIZE_TOO_LARGE): the input that
     wrote it goes to the DLQ with the reason, its outbox entry is dropped, the loop commits
     and moves on (the sagas after it complete), and the big saga ends through its timeouts
     instead of being retried forever."""
@@ -75,38 +76,36 @@ async def test_a_command_too_large_for_the_topic_dead_letters_its_input(
     starts = [r for r in dead if r.value == big_start(big)]
     assert len(starts) == 1, [header(r.headers, H_ERROR_MESSAGE) for r in dead]
     first = starts[0]
-    assert header(first.headers, H_ERROR_CLASS) == "MessageSizeTooLargeError"
+    assert header(first.headers, H_ERROR_CLASS) == "MSG_SIZE_TOO_LARGE"
     assert header(first.headers, H_SOURCE) == "orchestrator"
     reason = header(first.headers, H_ERROR_MESSAGE) or ""
     assert f"{big}:reserve_inventory:action:1" in reason and "can never be published" in reason
     # the retries the timeouts caused were refused the same way, each dead-lettered once
-    assert all(header(r.headers, H_ERROR_CLASS) == "MessageSizeTooLargeError" for r in dead)
+    assert all(header(r.headers, H_ERROR_CLASS) == "MSG_SIZE_TOO_LARGE" for r in dead)
     assert all((r.key or b"") == big.encode() for r in dead)
 
 
 async def committed_all(orch: Orchestrator, settings: Settings) -> bool:
-    c = orch.consumer
-    assert c is not None
-    tps = [TopicPartition(t, p) for t in (settings.commands_topic, settings.events_topic)
-           for p in range(settings.topic_partitions)]  # fmt: skip
-    ends = await c.end_offsets(tps)
-    for tp in tps:
-        if ends[tp] and (await c.committed(tp) or 0) < ends[tp]:
-            return False
-    return True
+    topics = [settings.commands_topic, settings.events_topic]
+    group = f"{settings.key_prefix}-orchestrator"
+    committed, ends = await committed_and_ends(settings, group, topics)
+    return all(not end or committed[tp] >= end for tp, end in ends.items())
 
 
 async def test_offset_commits_are_retried_and_a_rebalance_only_logs(
     settings: Settings, reader: SagaReader
 ) -> None:
     """A commit that fails with a retriable error (a request timing out) is retried with
-    backoff and counted, never ending the daemon; a CommitFailedError (rebalance) is logged
-    and dropped. Every offset ends up committed and every saga completes."""
+    backoff and counted, never ending the daemon; a commit refused after a rebalance
+    (ILLEGAL_GENERATION) is logged and dropped. Every offset ends up committed and every
+    saga completes."""
     ids = [f"commit-{i}" for i in range(10)]
     async with ScriptedParticipant(settings), running(settings) as orch:
         assert orch.consumer is not None
         real = orch.consumer.commit
-        script: list[Exception] = [CommitFailedError(), *(RequestTimedOutError() for _ in range(3))]
+        refused = KafkaClientError(KafkaError(KafkaError.ILLEGAL_GENERATION), "commit")
+        timeouts = [KafkaClientError(KafkaError(KafkaError.REQUEST_TIMED_OUT)) for _ in range(3)]
+        script: list[Exception] = [refused, *timeouts]
 
         async def flaky(offsets: Any = None) -> Any:
             if script:
@@ -119,7 +118,7 @@ async def test_offset_commits_are_retried_and_a_rebalance_only_logs(
         states = await reader.wait_final(ids)
         assert set(states.values()) == {"completed"}
         assert not script
-        assert orch.metrics.infra_errors_by_kind.get(("kafka", "RequestTimedOutError")) == 3
+        assert orch.metrics.infra_errors_by_kind.get(("kafka", "REQUEST_TIMED_OUT")) == 3
         # The dropped commit (the first: the starts') is made good by each partition's next
         # commit. Per participant, nothing else ever arrives on the commands topic (the
         # commands have topics of their own), so the same starts once more: duplicates, which

@@ -122,7 +122,7 @@ async def test_a_command_too_large_for_kafka_is_dead_lettered_and_dropped(
         assert await published_ids(settings, expect=3) == set(ids)
         [dead] = await read_all(settings, settings.dlq_topic, expect=1)
         assert header(dead.headers, "saga-message-id") == big_id
-        assert header(dead.headers, H_ERROR_CLASS) == "MessageSizeTooLargeError"
+        assert header(dead.headers, H_ERROR_CLASS) == "MSG_SIZE_TOO_LARGE"
         assert header(dead.headers, H_SOURCE) == "relay"
         assert header(dead.headers, H_TRUNCATED) == str(len(big["v"]))
     finally:

@@ -30,6 +30,26 @@ async def test_waits_reach_the_producer_and_the_consumer() -> None:
             await client.stop()
 
 
+def test_waits_reach_the_hot_path_clients() -> None:
+    """The same settings become librdkafka's `linger.ms` and `fetch.wait.max.ms` on the hot
+    path's clients (`rd_producer`, `rd_consumer`), with the options the daemon relies on: an
+    idempotent acks=all producer partitioning by murmur2 (the partition a saga's keys are
+    filed under, as aiokafka and Java do), manual commits, static membership when set."""
+    s = Settings(kafka_linger_ms=7, kafka_fetch_max_wait_ms=123, group_instance_id="orch-0")
+    p = kafka.rd_producer(s).conf
+    c = kafka.rd_consumer(s, group_id="g", **{"fetch.wait.max.ms": 50}).conf
+    assert (p["linger.ms"], p["enable.idempotence"], p["acks"]) == (7, True, "all")
+    assert p["partitioner"] == "murmur2_random"
+    assert (c["group.id"], c["enable.auto.commit"], c["group.instance.id"]) == (
+        "g",
+        False,
+        "orch-0",
+    )
+    assert c["fetch.wait.max.ms"] == 50  # the caller's own option wins
+    assert kafka.rd_consumer(s, group_id="g").conf["fetch.wait.max.ms"] == 123
+    assert "group.instance.id" not in kafka.rd_consumer(Settings(), group_id="g").conf
+
+
 def test_defaults_do_not_hold_an_idle_saga() -> None:
     """Producers send at once (an idle saga crosses Kafka 9 times: a linger of 2 ms cost about
     20 ms per saga); the fetch wait stays aiokafka's 500 ms (data ends it at once)."""

@@ -21,22 +21,22 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from redis.asyncio import Redis
 
 from infra import kafka
 from infra import redis as redis_factory
 from infra.crashpoints import crash_point
-from infra.errors import is_transient
+from infra.errors import is_commit_refused, is_kafka_error, is_transient
+from infra.rdkafka import Consumer, Producer, Record, TopicPartition
 from infra.retry import Backoff, Stopped, retry
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.decide import decide
-from orchestrator.core.model import Event, Operator, Reply, SagaState, Start
+from orchestrator.core.model import Operator, Reply, SagaState, Start
 from orchestrator.engine.cache import Loaded, StateCache, load
+from orchestrator.engine.inputs import Input, decode_batch
 from orchestrator.engine.keys import Keys
 from orchestrator.engine.ownership import Ownership, Rebalance
 from orchestrator.engine.publish import Outgoing, Poison, Publisher
@@ -44,17 +44,13 @@ from orchestrator.engine.relay import Relay
 from orchestrator.engine.sagas import SagaModules
 from orchestrator.engine.statecodec import to_fields
 from orchestrator.engine.store import SEEN_CAP, RedisStore, Write
-from orchestrator.engine.translate import UnknownStart, command_record, dedupe_id, to_event
+from orchestrator.engine.translate import command_record, dedupe_id
 from orchestrator.errors import ConflictError
 from orchestrator.telemetry.logs import saga_extra
 from orchestrator.telemetry.metrics import Metrics
-from orchestrator.telemetry.tracing import log_extra, record_step_span, start_traceparent
-from schemas import codec
-from schemas.avro import fetch_unknown_schemas
-from schemas.codec import DecodeError
+from orchestrator.telemetry.tracing import log_extra, record_step_span
 from schemas.dlq import header
-from schemas.headers import H_MESSAGE_ID, H_MESSAGE_TYPE, H_TRACEPARENT
-from schemas.messages import Envelope
+from schemas.headers import H_MESSAGE_ID
 
 __all__ = ["Input", "Orchestrator", "Poison", "retryable"]
 log = logging.getLogger("orchestrator")
@@ -66,16 +62,7 @@ def retryable(exc: BaseException) -> bool:
     """What the loop waits out instead of failing: an outage (any Kafka error included; the
     errors that are one record's own fault are handled per record by `publish`), or inputs
     that kept losing the version race to another writer."""
-    return is_transient(exc) or isinstance(exc, KafkaError | ConflictError)
-
-
-@dataclass
-class Input:
-    record: ConsumerRecord[bytes, bytes]
-    message: Envelope
-    event: Event
-    #: ops: when the saga last changed before this input (step latency, tracing spans)
-    prev_updated_ms: int = 0
+    return is_transient(exc) or is_kafka_error(exc) or isinstance(exc, ConflictError)
 
 
 @dataclass
@@ -101,8 +88,8 @@ class Orchestrator:
         self.cache = StateCache(settings.state_cache_size, Keys.of(settings).partition)
         self.redis: Redis | None = None
         self.store: RedisStore | None = None
-        self.producer: AIOKafkaProducer | None = None
-        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: Producer | None = None
+        self.consumer: Consumer | None = None
         self.publisher: Publisher | None = None
         self.relay: Relay | None = None
         self.ownership: Ownership | None = None
@@ -120,15 +107,16 @@ class Orchestrator:
             s.retention_s,
             s.tombstone_retention_s,
         )
-        self.producer = kafka.producer(s, max_batch_size=262_144)
-        self.consumer = kafka.consumer(
+        self.producer = kafka.rd_producer(s, **{"client.id": "orchestrator"})
+        self.consumer = kafka.rd_consumer(  # static membership (settings): resume at once
             s,
             group_id=s.group,
-            max_partition_fetch_bytes=4 * 1_048_576,
-            fetch_max_wait_ms=50,
-            session_timeout_ms=s.consumer_session_timeout_ms,
-            heartbeat_interval_ms=min(3000, s.consumer_session_timeout_ms // 3),
-            group_instance_id=s.group_instance_id,  # static membership: resume without waiting
+            **{
+                "client.id": "orchestrator",
+                "max.partition.fetch.bytes": 4 * 1_048_576,
+                "session.timeout.ms": s.consumer_session_timeout_ms,
+                "heartbeat.interval.ms": min(3000, s.consumer_session_timeout_ms // 3),
+            },
         )
         self.publisher = Publisher(s, self.producer, self.store, self.metrics)
         self.ownership = Ownership(self.redis, self.store.keys, self.metrics)
@@ -175,7 +163,7 @@ class Orchestrator:
     def stop(self) -> None:
         self.stop_event.set()
 
-    async def _check_partitions(self, producer: AIOKafkaProducer) -> None:
+    async def _check_partitions(self, producer: Producer) -> None:
         """A saga's timers and outbox entries (and on a Redis Cluster all its keys) live in
         partition `partition_of(id, topic_partitions)`, the partition Kafka gives its records,
         and each partition is served by the copy that owns it. Topics with another partition
@@ -229,7 +217,7 @@ class Orchestrator:
         return lag
 
     # ---- one batch ----
-    async def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def handle(self, records: list[Record]) -> None:
         assert self.publisher is not None
         publisher = self.publisher
         t0 = time.perf_counter()
@@ -255,41 +243,9 @@ class Orchestrator:
                 (time.perf_counter() - t3) * 1000,
             )
 
-    async def decode(
-        self, records: list[ConsumerRecord[bytes, bytes]]
-    ) -> tuple[list[Input], list[Poison]]:
-        """Inputs and poison, in record order. In registry mode the schema ids first seen in
-        this batch are fetched first (in a thread; a registry outage is waited out, so the
-        batch waits and nothing is dead-lettered); an id the registry lacks is poison."""
-        ours = [  # our own commands to participants share the topic: not inputs
-            r
-            for r in records
-            if r.topic != self.s.commands_topic
-            or header(r.headers, H_MESSAGE_TYPE) != "SagaCommand"
-        ]
-        await fetch_unknown_schemas((r.value for r in ours), self._retrying)
-        inputs: list[Input] = []
-        poison: list[Poison] = []
-        for r in ours:
-            try:
-                msg = codec.decode(r.value, self.s.max_message_bytes)
-            except DecodeError as exc:
-                poison.append(Poison(r, exc.kind, exc.reason))
-                continue
-            try:
-                event = to_event(msg, self.starts)
-            except UnknownStart as exc:
-                poison.append(Poison(r, "unknown_saga_type", str(exc)))
-                continue
-            except Exception as exc:  # a saga module's start mapping is user code: never block
-                log.exception("start mapping failed for %s", type(msg).__name__)
-                poison.append(Poison(r, type(exc).__name__, str(exc)[:500]))
-                continue
-            if isinstance(event, Start):  # ops: the saga's trace: message, header, or new
-                tp = start_traceparent(event.traceparent, header(r.headers, H_TRACEPARENT))
-                event = replace(event, traceparent=tp)
-            if event is not None:
-                inputs.append(Input(r, msg, event))
+    async def decode(self, records: list[Record]) -> tuple[list[Input], list[Poison]]:
+        """Inputs and poison, in record order (`inputs.decode_batch`)."""
+        inputs, poison = await decode_batch(records, self.s, self.starts, self._retrying)
         self.metrics.inputs += len(inputs)
         return inputs, poison
 
@@ -456,7 +412,7 @@ class Orchestrator:
             attrs = {"saga.id": w.saga_id, "saga.reply": inp.event.kind}
             record_step_span(t.state.traceparent, inp.event.step, inp.prev_updated_ms, end, attrs)
 
-    async def commit(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def commit(self, records: list[Record]) -> None:
         """Commit the batch's offsets, retrying what may clear (a coordinator moving, a
         timeout). Failing to commit never loses anything (the inputs are durable and a
         redelivery is deduplicated), so a commit that cannot succeed is logged and dropped."""
@@ -470,12 +426,15 @@ class Orchestrator:
             await self._retrying(
                 "commit offsets", lambda: consumer.commit(offsets), retry_on=is_transient
             )
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group rebalanced (or the partitions went meanwhile): the new owner re-reads
-            # these inputs and the dedupe ids make that harmless.
-            log.warning("commit failed after a rebalance: %s", exc)
-        except KafkaError as exc:
-            log.error("commit failed and will not be retried: %s: %s", type(exc).__name__, exc)
+        except Exception as exc:
+            if is_commit_refused(exc):
+                # The group rebalanced (or the partitions went meanwhile): the new owner
+                # re-reads these inputs and the dedupe ids make that harmless.
+                log.warning("commit failed after a rebalance: %s", exc)
+            elif is_kafka_error(exc):
+                log.error("commit failed and will not be retried: %s", exc)
+            else:
+                raise
 
     async def _retrying(
         self,

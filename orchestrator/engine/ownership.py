@@ -26,11 +26,10 @@ from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
 
-from aiokafka import TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from redis.asyncio import Redis
 
 from infra.crashpoints import crash_point
+from infra.rdkafka import TopicPartition
 from orchestrator.engine.keys import Keys
 from orchestrator.telemetry.metrics import Metrics
 
@@ -137,7 +136,7 @@ class Ownership:
         return [(rid, dict(zip(f[::2], f[1::2], strict=True))) for rid, f in rows]
 
 
-class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class Rebalance:  # an infra.rdkafka.Listener
     """Kafka's assignment -> `assigned` and the relay's ownership. A revoke drops the relay's
     partitions at once, then lets the batch in flight finish and commit before the partitions
     move to another copy."""

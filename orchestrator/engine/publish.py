@@ -17,15 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import MessageSizeTooLargeError
-
-from infra.errors import is_record_error
+from infra.errors import error_name, is_record_error, is_too_large
+from infra.rdkafka import Producer
 from orchestrator.config import OrchestratorSettings
 from orchestrator.engine import topics
 from orchestrator.engine.store import OutboxEntry, RedisStore, Write
 from orchestrator.telemetry.metrics import Metrics
-from schemas.dlq import H_TRUNCATED, Headers, dead_letter_headers, headers_for
+from schemas.dlq import H_TRUNCATED, Headers, SourceRecord, dead_letter_headers, headers_for
 from schemas.headers import H_MESSAGE_ID
 
 log = logging.getLogger("orchestrator")
@@ -39,14 +37,14 @@ Record = tuple[bytes | None, bytes | None, Headers]
 class Poison:
     """An input that can never be processed, and why; it goes to the dead-letter topic."""
 
-    record: ConsumerRecord[bytes, bytes]
+    record: SourceRecord
     error_class: str
     reason: str
 
 
 @dataclass
 class _Command:
-    record: ConsumerRecord[bytes, bytes]  # the input whose step wrote it
+    record: SourceRecord  # the input whose step wrote it
     entry: OutboxEntry
     outbox_id: bytes
     saga_id: str  # whose shard's outbox holds it
@@ -64,9 +62,7 @@ class Outgoing:
     to_delete: list[tuple[str, bytes]] = field(default_factory=list)
 
     @classmethod
-    def of(
-        cls, writes: list[tuple[ConsumerRecord[bytes, bytes], Write]], poison: list[Poison]
-    ) -> Outgoing:
+    def of(cls, writes: list[tuple[SourceRecord, Write]], poison: list[Poison]) -> Outgoing:
         out = cls(poison=list(poison))
         for record, w in writes:
             for entry, oid in zip(w.outbox, w.outbox_ids, strict=False):
@@ -75,7 +71,7 @@ class Outgoing:
 
 
 async def send_each(
-    producer: AIOKafkaProducer, topic: str | Callable[[Headers], str], records: Sequence[Record]
+    producer: Producer, topic: str | Callable[[Headers], str], records: Sequence[Record]
 ) -> list[Exception | None]:
     """Send every record without waiting for each ack, then wait for all; per record, None
     when Kafka acked it, else the error (raised by `send` or by its delivery). `topic` is one
@@ -101,7 +97,7 @@ class Publisher:
     def __init__(
         self,
         settings: OrchestratorSettings,
-        producer: AIOKafkaProducer,
+        producer: Producer,
         store: RedisStore,
         metrics: Metrics,
     ) -> None:
@@ -133,7 +129,7 @@ class Publisher:
                 if _position(c.record) not in refused:  # one dead letter per input
                     refused.add(_position(c.record))
                     reason = self._refusal(c.entry, exc)
-                    out.poison.append(Poison(c.record, type(exc).__name__, reason))
+                    out.poison.append(Poison(c.record, error_name(exc), reason))
             else:
                 retry = retry or exc
         retry = await self._dead_letters(out) or retry
@@ -152,7 +148,7 @@ class Publisher:
         cid = next((v.decode() for k, v in entry.headers if k == H_MESSAGE_ID), "?")
         reason = (
             f"its command {cid} ({len(entry.value)} bytes) can never be published to "
-            f"{self.command_topic(entry.headers)}: {type(exc).__name__}: {exc}; the saga's "
+            f"{self.command_topic(entry.headers)}: {exc}; the saga's "
             "step times out"
         )
         log.error("command refused by Kafka for good: %s", reason)
@@ -171,7 +167,7 @@ class Publisher:
         retry: Exception | None = None
         outcomes = await send_each(self.producer, self.s.dlq_topic, records)
         for i, (key, value, headers), exc in zip(todo, records, outcomes, strict=True):
-            if isinstance(exc, MessageSizeTooLargeError) and value is not None:
+            if exc is not None and is_too_large(exc) and value is not None:
                 await self._dead_letter_head(key, value, headers)
             elif exc is not None:
                 retry = retry or exc
@@ -193,7 +189,7 @@ class Publisher:
             topic=self.command_topic(entry.headers),
             partition=-1,
             offset=-1,
-            error_class=type(exc).__name__,
+            error_class=error_name(exc),
             error_message=reason,
             source=source,
         )
@@ -205,7 +201,9 @@ class Publisher:
         the value, keep its head and say so rather than block the partition."""
         try:
             await (await self.producer.send(self.s.dlq_topic, value, key, headers=headers))
-        except MessageSizeTooLargeError:
+        except Exception as exc:
+            if not is_too_large(exc):
+                raise
             await self._dead_letter_head(key, value, headers)
 
     async def _dead_letter_head(self, key: bytes | None, value: bytes, headers: Headers) -> None:
@@ -214,5 +212,5 @@ class Publisher:
         await (await self.producer.send(self.s.dlq_topic, head, key, headers=headers))
 
 
-def _position(r: ConsumerRecord[bytes, bytes]) -> tuple[str, int, int]:
+def _position(r: SourceRecord) -> tuple[str, int, int]:
     return r.topic, r.partition, r.offset

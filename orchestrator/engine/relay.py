@@ -24,10 +24,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
-
 from infra.crashpoints import crash_point
 from infra.errors import is_record_error, is_transient
+from infra.rdkafka import Producer
 from infra.retry import Backoff, Stopped, pause, retry
 from orchestrator.config import OrchestratorSettings
 from orchestrator.core.model import FINAL, parse_timer_member
@@ -70,7 +69,7 @@ class Relay:
         self,
         settings: OrchestratorSettings,
         store: RedisStore,
-        producer: AIOKafkaProducer,
+        producer: Producer,
         stop: asyncio.Event,
         metrics: Metrics,
         publisher: Publisher | None = None,
@@ -293,12 +292,17 @@ class Relay:
             }
         if not ready and not failed:
             return 0
+        if part == 0 and __import__("os").environ.get("H1_DELAY_P0"):  # H1 TEMP experiment
+            await asyncio.sleep(2)
         outcomes = await send_each(
             self.producer,
             self.publisher.command_topic,
             [(e.key, e.value, e.headers) for _, e in ready],
         )
-        crash_point("relay.after_publish")
+        # partitions are served at once: the marker says whose sends the kill fell after
+        crash_point(
+            "relay.after_publish", partition=part, sent=len(ready), acked=outcomes.count(None)
+        )
         done: list[bytes] = []
         outage: Exception | None = None
         for (rid, entry), err in zip(ready, outcomes, strict=True):

@@ -104,8 +104,12 @@ def command_record(
     state: SagaState, cmd: Command, causation_id: str, fmt: Format, definition: SagaDefinition
 ) -> OutboxEntry:
     """The record of a command, headers first (participants route by them without decoding);
-    a step with its own topic says so in `saga-command-topic` (`orchestrator.engine.topics`)."""
-    msg = SagaCommand(
+    a step with its own topic says so in `saga-command-topic` (`orchestrator.engine.topics`).
+    Built without validation (`model_construct`): every value comes from the saga's own state
+    and its definition, both validated when they were made, and validating them again cost the
+    daemon a few percent of its CPU per step; `tests/test_translate_commands.py` pins the
+    bytes to what the validated model writes."""
+    msg = SagaCommand.model_construct(
         message_id=cmd.command_id,
         saga_id=state.saga_id,
         saga_type=state.saga_type,
