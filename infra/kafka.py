@@ -143,6 +143,7 @@ def rd_producer(settings: Settings, **conf: Any) -> rdkafka.Producer:
         "message.max.bytes": MAX_REQUEST_BYTES,
         "partitioner": "murmur2_random",
         "message.timeout.ms": int(settings.connect_timeout_s * 1000) + 30_000,
+        "socket.nagle.disable": True,  # as the Java client and asyncio's sockets do
         "logger": _RDKAFKA_LOG,
     }
     return rdkafka.Producer(options | conf)
@@ -159,6 +160,7 @@ def rd_consumer(settings: Settings, *, group_id: str, **conf: Any) -> rdkafka.Co
         "auto.offset.reset": "earliest",
         "topic.metadata.refresh.interval.ms": METADATA_MAX_AGE_MS,
         "fetch.wait.max.ms": settings.kafka_fetch_max_wait_ms,
+        "socket.nagle.disable": True,
         "logger": _RDKAFKA_LOG,
     }
     if settings.group_instance_id:

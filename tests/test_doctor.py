@@ -298,3 +298,25 @@ def test_cli_exit_codes(settings: Settings, infra: Infra, tmp_path: Path) -> Non
     assert "FAIL kafka: connection refused" in bad.stdout
     assert "FAIL redis: cannot resolve host name" in bad.stdout
     assert "Traceback" not in bad.stderr
+
+
+def test_cli_checks_the_configured_saga_modules_topics(
+    settings: Settings, infra: Infra, tmp_path: Path
+) -> None:
+    """`saga doctor` names the command topics of SAGA_SAGA_MODULES (here a user module whose
+    one participant is `greeter`), not those of the shipped samples."""
+    out = _cli(
+        {
+            "SAGA_KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap,
+            "SAGA_REDIS_URL": infra.redis_url,
+            "SAGA_COMMANDS_TOPIC": settings.commands_topic,
+            "SAGA_EVENTS_TOPIC": settings.events_topic,
+            "SAGA_DLQ_TOPIC": settings.dlq_topic,
+            "SAGA_SAGA_MODULES": '["tests.support.user_sagas"]',
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        },
+        tmp_path,
+    )
+    [line] = [ln for ln in out.stdout.splitlines() if "kafka command topics" in ln]
+    assert f"{settings.commands_topic}.greeter" in line, out.stdout + out.stderr
+    assert f"{settings.commands_topic}.payment" not in line, line

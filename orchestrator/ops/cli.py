@@ -13,7 +13,6 @@ from orchestrator.ops.cli_sagas import register as register_ops
 from orchestrator.ops.doctor import run_doctor
 from participants.cli import participant_app
 from schemas.cli import app as schemas_app
-from schemas.config import Settings
 
 app = typer.Typer(help="Saga orchestrator over Kafka and Redis.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
@@ -50,7 +49,10 @@ def main(
 @app.command()
 def doctor() -> None:
     """Check that the configured Kafka and Redis answer; say plainly what is wrong if not."""
-    rows = run_doctor(Settings())
+    from orchestrator.config import OrchestratorSettings
+
+    # the orchestrator's settings: its command topics are those of SAGA_SAGA_MODULES
+    rows = run_doctor(OrchestratorSettings())
     for name, ok, text in rows:
         typer.echo(f"{'ok  ' if ok else 'FAIL'} {name}: {text}")
     raise typer.Exit(0 if rows and all(ok for _, ok, _ in rows) else 1)
