@@ -12,7 +12,8 @@ cursor (`cursor_key`: the score up to which every saga was tried), so a round ne
 sagas it compacted before. Each saga is read, its summary built
 here, and swapped in by `lua/compact.lua`, which first checks the saga is still completed, not
 compacted yet, at the version read, with the history length read: a step or a recorded input
-in between makes it read again, so nothing written meanwhile is lost without being seen.
+in between makes it read again, so nothing written meanwhile is lost without being seen. A
+saga that only went forward has no list; its steps' times come from its hash (`history.derive`).
 Idempotent: a saga compacted already is left as it is.
 
 What is not compacted stays whole until it expires: a hash that is not a listpack (its step
@@ -66,7 +67,9 @@ async def compact_one(redis: Any, keys: Keys, saga_id: str) -> bool:
             raw, entries = await p.execute(raise_on_error=False)
         if isinstance(raw, Exception) or isinstance(entries, Exception):
             return False  # not a hash, or a stream history of an older version
-        fields = summary_fields(raw, [saga_history.decode(e) for e in entries])
+        # a saga that only went forward has no list: its entries come from its hash
+        shown = entries or saga_history.derive(raw, saga_id)
+        fields = summary_fields(raw, [saga_history.decode(e) for e in shown])
         if fields is None:
             return False
         version = fields["version"]

@@ -8,7 +8,8 @@ created_at, updated_at, the order data as JSON, and one field per step that has 
     step.process_payment.error   card declined
 
 (status, then `a=` attempts, `c=` compensation attempts, `may_have_run`, `floors=` retry floors
-after a person's retry, then the step's result). Fields at their default are left out: no
+after a person's retry, `@` the milliseconds after `created_at` its action completed (kept once
+written: `stamp_times`), then the step's result). Fields at their default are left out: no
 `last_error` while there is none, no `state_entered_at` while it equals `updated_at`, no
 `correlation_id` while it is the saga id, no `definition_version` while it is 1, no field for a
 step that has not begun.
@@ -93,6 +94,66 @@ def step_text(s: StepState) -> str:
     if s.result is not None:
         parts.append(orjson.dumps(s.result).decode())
     return " ".join(parts)
+
+
+def time_of(text: str) -> int | None:
+    """The `@<ms>` of a step value (when its action completed, ms after `created_at`)."""
+    for token in text.partition(" {")[0].split()[1:]:
+        if token.startswith("@") and token[1:].isdigit():
+            return int(token[1:])
+    return None
+
+
+def with_time(text: str, ms: int) -> str:
+    """A step value with `@<ms>` before its result: `completed a=1 @259 {"chargeId":"ch-7"}`."""
+    head, brace, rest = text.partition(" {")
+    return f"{head} @{ms}" + (" {" + rest if brace else "")
+
+
+def whole(fields: dict[str, str], name: str) -> str | None:
+    """One field's value, its pieces joined (`split_long`): cheaper than `join_long` on the
+    whole hash when only a few fields are read."""
+    value = fields.get(name)
+    if value is None or f"{name}~2" not in fields:
+        return value
+    for n in range(2, MAX_PIECES + 1):
+        piece = fields.get(f"{name}~{n}")
+        if piece is None:
+            break
+        value += piece
+    return value
+
+
+def stamp_times(
+    before: dict[str, str], after: dict[str, str], names: list[str], at_ms: int, created_ms: int
+) -> dict[str, str]:
+    """`after` (a step's new hash, split) with each step's completion time: kept from `before`
+    once written, or `at_ms` for a step this write completes. The history derives a plain
+    forward saga's entries from these (`history.derive`), so it needs no list of its own.
+    Returns `after` itself when nothing is to stamp (it runs on every step: field by field)."""
+    out = after
+    for name in names:
+        field = f"step.{name}"
+        value = whole(after, field)
+        if value is None or time_of(value) is not None:
+            continue
+        old = whole(before, field)
+        ms = time_of(old) if old else None
+        done = StepStatus.COMPLETED.value
+        if ms is None and value.split(" ", 1)[0] == done:
+            # the status before, in either layout: a step completed by an older write (or by
+            # an older version) has no known time, and gets none
+            was = old if old is not None else before.get(f"{field}.status", "")
+            if was.split(" ", 1)[0] != done:
+                ms = max(0, at_ms - created_ms)
+        if ms is None:
+            continue
+        if out is after:
+            out = dict(after)
+        for n in range(2, MAX_PIECES + 1):  # its pieces are cut again, the time added
+            out.pop(f"{field}~{n}", None)
+        out |= split_long({field: with_time(value, ms)})
+    return out
 
 
 def parse_step(text: str, error: str = "") -> StepState:

@@ -10,7 +10,7 @@ fails it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -58,6 +58,12 @@ class StepArgs:
     seen_cap: int  # ids the seen set holds at most
     timers: list[str]  # timers to set, as score, member, ...
     cancel_timers: list[str]  # timer members to remove
+    #: the entry is what `history.derive` rebuilds from the new hash: written only to a list
+    #: that exists (a saga that only went forward has none)
+    history_omit: bool = False
+    #: the entries `history.derive` rebuilds from the hash before this step: written first
+    #: when the saga has no list yet, and what the duplicate scan reads then
+    history_backfill: list[str] = field(default_factory=list)
 
     def encode(self) -> bytes:
         # orjson writes a dataclass's fields itself: no `asdict` (a deep copy) per step

@@ -22,7 +22,13 @@ from orchestrator.core.model import FINAL, SagaState, Transition
 from orchestrator.engine import history as saga_history
 from orchestrator.engine.history import HISTORY_CAP
 from orchestrator.engine.keys import Keys
-from orchestrator.engine.statecodec import decode_fields, from_fields, iso, saga_type_of
+from orchestrator.engine.statecodec import (
+    decode_fields,
+    from_fields,
+    iso,
+    saga_type_of,
+    stamp_times,
+)
 from orchestrator.engine.stepargs import StepArgs, StepKeys, script_argv
 
 #: operator commands a saga remembers (their ids, so a copy never applies twice); one more is
@@ -73,7 +79,8 @@ class Write:
     outbox_ids: list[bytes] = field(default_factory=list)
     #: the hash as it stands before this write; only fields that differ are sent
     before_fields: dict[str, str] = field(default_factory=dict)
-    #: the hash after this write (empty when the input is only recorded)
+    #: the hash after this write (empty when the input is only recorded); `step_call` adds
+    #: the start's id and the steps' times to it in place
     fields: dict[str, str] = field(default_factory=dict)
 
 
@@ -153,6 +160,9 @@ class RedisStore:
             new_index=k.index(new_status, shard),
             tombstone=k.tombstone(w.saga_id),
         )
+        names = [sd.name for sd in w.definition.steps]
+        if applied:  # in place: the daemon's next write and the state cache read this dict
+            self._complete_fields(w, names)
         # Only what changed: a step touches a handful of fields. A field left out now (back at
         # its default, a shorter value needs fewer pieces, or the layout of an older version)
         # is removed.
@@ -166,6 +176,9 @@ class RedisStore:
         )
         at = iso(state.updated_ms if applied else int(time.time() * 1000))
         entry = saga_history.encode(at, w.event_name, t.outcome, new_status, t.note, w.message_id)
+        # No list while the hash implies every entry (history.py): is this one implied too?
+        prior = saga_history.derive(w.before_fields, w.saga_id, names)
+        omit = applied and saga_history.derive(w.fields, w.saga_id, names) == [*prior, entry]
         args = StepArgs(
             # A stray reply is recorded but its id is not remembered: a forger who reuses the
             # id of a genuine reply must not make the genuine one look like a duplicate.
@@ -187,9 +200,27 @@ class RedisStore:
             seen_cap=SEEN_CAP,
             timers=[x for timer in t.timers for x in (str(timer.due_ms), timer.member)],
             cancel_timers=list(t.cancel_timers),
+            history_omit=omit,
+            history_backfill=[] if omit else prior,
         )
         outbox = [(e.key, e.value, e.encoded_headers()) for e in w.outbox]
         return keys.as_list(), script_argv(args, outbox)
+
+    @staticmethod
+    def _complete_fields(w: Write, names: list[str]) -> None:
+        """Add to an applied write's hash what `to_fields` does not hold: the start's
+        `<event> <id>`, the fields kept from before (`KEPT`) and each completed step's time
+        (`statecodec.stamp_times`), which `history.derive` reads."""
+        state = w.transition.state
+        assert state is not None
+        extra = {k: w.before_fields[k] for k in KEPT if k in w.before_fields}
+        if w.remember == "start":
+            extra["start_input"] = f"{w.event_name} {w.message_id}"
+        stamped = stamp_times(w.before_fields, w.fields, names, state.updated_ms, state.created_ms)
+        if stamped is not w.fields or extra.keys() - w.fields.keys():
+            merged = stamped | {k: v for k, v in extra.items() if k not in w.fields}
+            w.fields.clear()
+            w.fields.update(merged)
 
     async def apply(self, writes: list[Write]) -> list[WriteResult]:
         """Apply steps in order in one round trip; each is atomic on its own, so one step
