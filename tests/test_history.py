@@ -157,6 +157,25 @@ async def test_the_first_other_entry_writes_the_derived_ones_first(store: RedisS
     assert (await history.read(r, k.history(sid)))[:4] == entries
 
 
+async def test_another_copys_step_is_not_missed(store: RedisStore, settings: Settings) -> None:
+    """The store keeps the entries a hash implies between a saga's steps, per hash version: a
+    step another copy made meanwhile (a new version) is derived again, so the list that a
+    failure then creates holds that copy's completion too."""
+    sid, k, r = "hist-two-copies", store.keys, store.redis
+    await run_forward(store, sid, 1)  # this store now holds the version-2 entries
+    other = RedisStore(client(settings), Keys.of(settings), REG, 3600, 60)
+    try:
+        assert await step(other, sid, ok(STEPS[1]), T0 + 2000) == "ok"
+    finally:
+        await other.aclose()
+        await other.redis.aclose()
+    failed = Reply("failed", STEPS[2], 1, reason="no courier")
+    assert await step(store, sid, failed, T0 + 3000) == "ok"
+    entries = await history.read(r, k.history(sid))
+    assert entries[:3] == stored(sid, *forward(sid, 2)), entries
+    assert entries[3]["event"] == "StepFailed"
+
+
 async def test_copies_of_derived_inputs_write_nothing(store: RedisStore) -> None:
     """A redelivered copy of a completion the hash implies is a duplicate that writes nothing
     (no list appears); the start again is refused by `start_input`; a copy under another id is

@@ -79,9 +79,16 @@ class Write:
     outbox_ids: list[bytes] = field(default_factory=list)
     #: the hash as it stands before this write; only fields that differ are sent
     before_fields: dict[str, str] = field(default_factory=dict)
+    #: the history entries the hash after this write implies, when it implies them all
+    #: (`step_call`; the store keeps them for the saga's next step)
+    derived: list[str] | None = None
     #: the hash after this write (empty when the input is only recorded); `step_call` adds
     #: the start's id and the steps' times to it in place
     fields: dict[str, str] = field(default_factory=dict)
+
+
+#: sagas whose implied history the store keeps between steps (about 1 KB each)
+DERIVED_CAP = 20_000
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,10 @@ class RedisStore:
         self._loaded = False
         # Loads decode in hiredis (C) rather than field by field in Python.
         self._text = decoding_twin(redis)
+        #: saga id -> (hash version, the history entries that hash implies), kept from the
+        #: write that made that version (only once Redis said "ok"): the next step's `prior`
+        #: without deriving it again (half the cost of the check in `step_call`)
+        self._derived: dict[str, tuple[str, list[str]]] = {}
 
     async def aclose(self) -> None:
         await self._text.aclose()
@@ -177,8 +188,14 @@ class RedisStore:
         at = iso(state.updated_ms if applied else int(time.time() * 1000))
         entry = saga_history.encode(at, w.event_name, t.outcome, new_status, t.note, w.message_id)
         # No list while the hash implies every entry (history.py): is this one implied too?
-        prior = saga_history.derive(w.before_fields, w.saga_id, names)
-        omit = applied and saga_history.derive(w.fields, w.saga_id, names) == [*prior, entry]
+        known = self._derived.get(w.saga_id)
+        if known is not None and known[0] == w.before_fields.get("version"):
+            prior = known[1]
+        else:
+            prior = saga_history.derive(w.before_fields, w.saga_id, names)
+        after = saga_history.derive(w.fields, w.saga_id, names) if applied else []
+        omit = applied and after == [*prior, entry]
+        w.derived = after if omit else None
         args = StepArgs(
             # A stray reply is recorded but its id is not remembered: a forger who reuses the
             # id of a genuine reply must not make the genuine one look like a duplicate.
@@ -243,13 +260,19 @@ class RedisStore:
         if any(isinstance(r, NoScriptError) for r in replies):
             self._loaded = False  # a master restarted or failed over: loaded again next time
         out = []
-        for r in replies:
+        for w, r in zip(writes, replies, strict=True):
+            self._derived.pop(w.saga_id, None)
             if isinstance(r, Exception):  # the script checks before its first write
                 out.append(WriteResult("error", [], r))
                 continue
             code = int(r[0])
             status = {1: "ok", 0: "duplicate", -2: "refused"}.get(code, "conflict")
             out.append(WriteResult(status, list(r[1:]) if code == 1 else []))
+            state = w.transition.state  # a final saga takes no more steps
+            if code == 1 and w.derived is not None and state and state.status not in FINAL:
+                self._derived[w.saga_id] = (w.fields.get("version", ""), w.derived)
+                if len(self._derived) > DERIVED_CAP:  # the oldest first
+                    del self._derived[next(iter(self._derived))]
         return out
 
     # ---- outbox and timers, per partition (None: the global keys of older versions) ----
