@@ -6,7 +6,9 @@ the start of every orchestrator and worker process):
 
 - `SAGA_CRASH_AT=name[,name...]`: the points that fire; each must be one of `POINTS`;
 - `SAGA_CRASH_AFTER=N`: let each named point pass N times, fire on hit N+1 (default 0);
-- `SAGA_CRASH_MARKER=path`: append the marker line there too (it always goes to stderr).
+- `SAGA_CRASH_MARKER=path`: append the marker line there too (it always goes to stderr):
+  `crash point <name> fired (pid <pid>, hit <n>)`, then the point's own context, if it gives
+  one (`relay.after_publish`: ` partition=<p> sent=<n> acked=<n>`).
 
 An unknown name or a count that is not a non-negative integer is found at import and raised by
 `check()`, which the CLI calls before any command (one line, exit 2) and the orchestrator and
@@ -37,7 +39,8 @@ POINTS: tuple[str, ...] = (
     "orchestrator.after_publish",
     # orchestrator/engine/daemon.py: inside the revoke of a partition (a rebalance under way)
     "orchestrator.in_revoke",
-    # orchestrator/engine/relay.py: outbox entries re-published, not yet deleted from the outbox
+    # orchestrator/engine/relay.py: one partition's outbox entries re-published, not yet deleted
+    # (the relay serves its partitions at once: the others' sends may still be on their way)
     "relay.after_publish",
     # participants/handling.py: the handler's effect and stored outcome committed, no reply yet
     "participant.after_effect",
@@ -110,14 +113,17 @@ def check() -> None:
         raise _error
 
 
-def crash_point(name: str) -> None:
-    """SIGKILL this process here when the environment armed `name` (see the module doc)."""
+def crash_point(name: str, **where: object) -> None:
+    """SIGKILL this process here when the environment armed `name` (see the module doc).
+    `where` (say `partition=3`) is appended to the marker line as `partition=3`: where a point
+    sits in concurrent work, a test learns from it which work the kill fell after."""
     if _armed and name in _armed and _plan.should_fire(name):
-        _fire(name, _plan)
+        _fire(name, _plan, where)
 
 
-def _fire(name: str, plan: CrashPlan) -> None:
-    line = f"crash point {name} fired (pid {os.getpid()}, hit {plan.hits[name]})\n".encode()
+def _fire(name: str, plan: CrashPlan, where: Mapping[str, object]) -> None:
+    head = f"crash point {name} fired (pid {os.getpid()}, hit {plan.hits[name]})"
+    line = "".join([head, *(f" {k}={v}" for k, v in where.items()), "\n"]).encode()
     if plan.marker:
         # unbuffered append: the line is in the kernel before the kill, so it survives it
         fd = os.open(plan.marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

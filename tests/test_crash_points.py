@@ -7,6 +7,7 @@ test_crash_points_participant.py."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -44,19 +45,21 @@ def armed(point: str, marker: Path, after: int = 0) -> dict[str, str]:
 
 async def fired(
     proc: subprocess.Popen[bytes], marker: Path, point: str, log: Path, timeout_s: float = 120
-) -> None:
+) -> dict[str, str]:
     """Wait until `proc` is dead by SIGKILL and the marker says `point` fired in it: the kill
-    fell in that gap, not anywhere else."""
+    fell in that gap, not anywhere else. Returns the context the point wrote after its name
+    (`partition=3 sent=12` -> {"partition": "3", "sent": "12"})."""
     deadline = time.monotonic() + timeout_s
     while proc.poll() is None:
         assert time.monotonic() < deadline, f"{point} never fired:\n{log.read_text()[-3000:]}"
         await asyncio.sleep(0.05)
     assert proc.returncode == -9, f"exited {proc.returncode}:\n{log.read_text()[-3000:]}"
     lines = marker.read_text().splitlines() if marker.exists() else []
-    assert any(line.startswith(f"crash point {point} fired (pid {proc.pid},") for line in lines), (
-        lines,
-        log.read_text()[-3000:],
-    )
+    mine = [
+        line for line in lines if line.startswith(f"crash point {point} fired (pid {proc.pid},")
+    ]
+    assert mine, (lines, log.read_text()[-3000:])
+    return dict(kv.split("=", 1) for kv in mine[-1].split(")", 1)[1].split())
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
@@ -100,6 +103,13 @@ async def outbox(reader: SagaReader) -> dict[tuple[int, str], str]:
         rows = await reader.redis.xrange(reader.keys.outbox_of(part))
         out |= {(part, rid): codec.decode(f["v"].encode()).message_id for rid, f in rows}
     return out
+
+
+def _by_id(item: tuple[tuple[int, str], str]) -> tuple[int, int, int]:
+    """An outbox entry by partition, then stream id (`<ms>-<seq>`, compared as numbers)."""
+    (part, rid), _ = item
+    ms, seq = rid.split("-")
+    return part, int(ms), int(seq)
 
 
 def alive(*procs: subprocess.Popen[bytes]) -> None:
@@ -149,7 +159,8 @@ async def test_kill_in_the_relay_between_publish_and_delete(
 ) -> None:
     """A crash after the step leaves an outbox; the relay re-publishes it and is SIGKILLed
     before deleting it; restarted, it re-publishes the same commands once more (same ids) and
-    every saga still completes exactly once."""
+    every saga still completes exactly once. The relay serves its partitions at once, so the
+    kill falls after whichever partition's sends were acked first: the marker names it."""
     ids = [f"cr-{i}" for i in range(N_SAGAS)]
     log, marker = tmp_path / "orch.log", tmp_path / "marker"
     await produce(settings, settings.commands_topic, [(s.encode(), start_order(s)) for s in ids])
@@ -163,13 +174,16 @@ async def test_kill_in_the_relay_between_publish_and_delete(
             proc = start_orchestrator(
                 settings, log, **PATIENT, **SWEEP, **armed("relay.after_publish", marker)
             )
-            await fired(proc, marker, "relay.after_publish", log)
-            # sent (the participant gets the orphaned commands of the shard the relay did
-            # first: it goes shard by shard, and one Redis has one), and still in the outbox
+            where = await fired(proc, marker, "relay.after_publish", log)
+            # that partition's oldest entries were sent and acked (the participant gets them),
+            # and still in the outbox; the other partitions' sends may or may not have left
             left = await outbox(reader)
             assert orphans.items() <= left.items()
-            first = min(orphans, key=lambda k: -1 if k[0] is None else k[0])[0]
-            sent = [cid for (shard, _), cid in orphans.items() if shard == first]
+            part, n_sent, n_acked = int(where["partition"]), int(where["sent"]), int(where["acked"])
+            assert 0 < n_sent == n_acked, f"the relay's sends were not all acked: {where}"
+            sent = [cid for (q, _), cid in sorted(orphans.items(), key=_by_id) if q == part]
+            assert len(sent) >= n_sent, (where, len(sent))
+            sent = sent[:n_sent]  # the relay reads an outbox oldest first
 
             async def delivered(cids: list[str], times: int) -> bool:
                 seen = [c.message_id for c in p.seen]
@@ -177,7 +191,7 @@ async def test_kill_in_the_relay_between_publish_and_delete(
 
             await wait_for(lambda: delivered(sent, 1), 60, "the relay's commands to arrive")
             proc = start_orchestrator(settings, log, **PATIENT, **SWEEP)
-            await wait_for(lambda: delivered(sent, 2), 120, "the first shard's sent again")
+            await wait_for(lambda: delivered(sent, 2), 120, f"partition {part}'s sent again")
             everything = list(orphans.values())
             await wait_for(lambda: delivered(everything, 1), 120, "every orphan re-published")
             await assert_exactly_once(reader, p, ids)
@@ -249,6 +263,32 @@ def test_a_plan_fires_after_n_passes_per_point() -> None:
     assert [plan.should_fire("orchestrator.in_revoke") for _ in range(3)] == [False, False, True]
 
 
+def test_a_fired_point_writes_its_context_then_dies_by_sigkill(tmp_path: Path) -> None:
+    """An armed point given context appends `name=value` pairs to its marker line and to
+    stderr (how the relay test learns which partition the kill fell after), then the process
+    dies by SIGKILL."""
+    marker = tmp_path / "marker"
+    code = (
+        "from infra.crashpoints import crash_point\n"
+        "crash_point('relay.after_publish', partition=3, sent=12, acked=11)\n"
+        "raise SystemExit(0)\n"  # not reached: exit 0 would mean the point did not fire
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **armed("relay.after_publish", marker)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -9, err
+    head = f"crash point relay.after_publish fired (pid {proc.pid}, hit 1)"
+    line = f"{head} partition=3 sent=12 acked=11\n"
+    assert marker.read_text() == line
+    assert err.decode() == line
+
+
 @pytest.mark.parametrize(
     ("env", "error"),
     [
@@ -297,5 +337,5 @@ def test_every_point_is_placed_once_and_every_call_is_known() -> None:
     names a point that the environment could never arm."""
     calls: list[str] = []
     for path in [*ROOT.glob("orchestrator/**/*.py"), *ROOT.glob("participants/**/*.py")]:
-        calls += re.findall(r"crash_point\(\"([^\"]+)\"\)", path.read_text())
+        calls += re.findall(r"crash_point\(\s*\"([^\"]+)\"\s*[,)]", path.read_text())
     assert sorted(calls) == sorted(POINTS)

@@ -292,8 +292,6 @@ class Relay:
             }
         if not ready and not failed:
             return 0
-        if part == 0 and __import__("os").environ.get("H1_DELAY_P0"):  # H1 TEMP experiment
-            await asyncio.sleep(2)
         outcomes = await send_each(
             self.producer,
             self.publisher.command_topic,
