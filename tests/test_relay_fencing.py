@@ -5,7 +5,15 @@ the partitions over, in Kafka and in Redis (a higher epoch in each partition's `
 paused too, with a session long enough that the group waits for it for minutes, and due
 timers are put into every partition. A resumes believing for a moment that it still owns its
 partitions: its relay's fenced reads are refused (counted in `saga_relay_fenced_total`), so
-the timers stay where they are and no TimerFired reaches the events topic."""
+the timers stay where they are and no TimerFired reaches the events topic.
+
+Which of two guards stops A first is a race, and either is right: librdkafka notices on the
+resume, by its own clock, that its session expired during the pause and revokes the
+assignment (which drops the relay's partitions at once), while the relay's first round may
+already be reading (which the fence refuses). So this test holds A to firing nothing, by
+whichever guard; the fence alone, deterministically, is
+`tests/test_relay_ownership.py::test_a_fenced_copy_fires_nothing_and_the_owner_fires` (the
+real relay, Kafka and Redis, a copy whose token another copy superseded)."""
 
 from __future__ import annotations
 
@@ -132,18 +140,16 @@ async def test_a_paused_copy_fires_nothing_after_its_partitions_moved(
                 await redis.zadd(keys.timers_of(keys.partition(m.split("|")[0])), {m: due})
             os.kill(a.pid, signal.SIGCONT)
 
-            async def a_fenced_or_fired() -> bool:
-                # fired is what a copy without the fence does: wait for either, then judge
+            async def a_stopped_or_fired() -> bool:
+                # fired is what a copy without either guard does: wait for either, then judge
                 running(a, log_a)
                 text = await scrape(port_a)
-                fenced = metric(text, "saga_relay_fenced_total")
                 fired = metric(text, "saga_timers_fired_total")
-                return fired > 0 or (fenced >= 2 and metric(text, "saga_relay_partitions") == 0)
+                return fired > 0 or metric(text, "saga_relay_partitions") == 0
 
-            await wait_for(a_fenced_or_fired, 60, "copy A's relay to meet the fence")
+            await wait_for(a_stopped_or_fired, 60, "copy A's relay to let its partitions go")
             text = await scrape(port_a)
             assert metric(text, "saga_timers_fired_total") == 0
-            assert metric(text, "saga_relay_fenced_total") >= 2  # one per partition it lost
             for m in members:
                 key = keys.timers_of(keys.partition(m.split("|")[0]))
                 assert await redis.zscore(key, m) == due, m  # still there, not fired

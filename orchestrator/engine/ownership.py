@@ -9,7 +9,9 @@ fires from starts with a check, in the same script, that `_owner` still holds th
 (`lua/fenced.lua`); a copy that was paused (SIGSTOP, a long GC, a frozen VM) while its
 partitions moved to another copy, which took them with a higher epoch, reads nothing, so it
 fires nothing: the read answers "fenced", the relay counts it (`saga_relay_fenced_total`) and
-drops the partition. A revoke drops a partition at once, without waiting for Redis.
+drops the partition. A revoke drops a partition at once, without waiting for Redis. (The
+consumer, librdkafka, also revokes by itself on waking from a pause longer than its session:
+whichever of the two comes first stops the relay.)
 
 What the fence cannot stop: a send already on its way when the pause hit (read before the
 partition moved). Its records carry deterministic ids (`timer|...`, command ids), so the
