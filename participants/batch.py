@@ -14,9 +14,7 @@ import random
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord, TopicPartition
-
+from infra.rdkafka import Producer, Record, TopicPartition
 from infra.retry import Stopped
 from participants.config import WorkerOptions
 from participants.context import BatchScope
@@ -34,7 +32,7 @@ from schemas.config import Settings
 from schemas.dlq import headers_for
 from schemas.messages import SagaCommand
 
-Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+Batch = dict[TopicPartition, list[Record]]
 
 
 class BatchProcessor:
@@ -44,7 +42,7 @@ class BatchProcessor:
         participant: Participant,
         options: WorkerOptions,
         store: Store,
-        producer: AIOKafkaProducer,
+        producer: Producer,
         infra: Infra,
         stats: WorkerStats,
         rng: random.Random,
@@ -188,12 +186,10 @@ class BatchProcessor:
         key, value, headers = reply_record(
             cmd, outcome, self.participant.name, self.settings.output_format
         )
-        await outbox.send((self.settings.events_topic, key, value, headers))
+        outbox.send((self.settings.events_topic, key, value, headers))
         self.stats.replies += 1
 
-    async def _dead_letter(
-        self, rec: ConsumerRecord[bytes, bytes], why: DeadLetter, outbox: Outbox
-    ) -> None:
+    async def _dead_letter(self, rec: Record, why: DeadLetter, outbox: Outbox) -> None:
         headers = headers_for(rec, why.kind, why.reason, self.source)
         self.log.warning(
             "dead-lettering %s[%d]@%d: %s: %s",
@@ -203,5 +199,5 @@ class BatchProcessor:
             why.kind,
             why.reason,
         )
-        await outbox.send((self.settings.dlq_topic, rec.key, rec.value, headers))
+        outbox.send((self.settings.dlq_topic, rec.key, rec.value, headers))
         self.stats.dead_lettered += 1

@@ -54,7 +54,8 @@ def _setup_logging(settings: Settings) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for noisy in ("aiokafka", "librdkafka"):  # their info lines are per connection
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def installed() -> list[str]:

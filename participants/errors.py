@@ -13,7 +13,8 @@ reason: an unexpected bug should not make a saga compensate on the first try.
 
 from __future__ import annotations
 
-from infra.errors import KAFKA_TRANSIENT, REDIS_TRANSIENT
+from infra.errors import KAFKA_TRANSIENT, REDIS_TRANSIENT, is_transient
+from infra.rdkafka import KafkaClientError
 
 
 class ParticipantError(Exception):
@@ -49,8 +50,10 @@ class InfrastructureError(ParticipantError):
 
 #: Retried in place, never replied or dead-lettered: our own `InfrastructureError` and what
 #: redis-py / aiokafka raise when the server is away, overloaded or failing over
-#: (`infra.errors`). Not a Lua error (a bug in a script), nor a plain OSError or TimeoutError a
-#: handler's own HTTP call may raise: those are the handler's failures, replied as retryable.
+#: (`infra.errors`); and a librdkafka error (`KafkaClientError`, one class for every code) of
+#: the transient kind, which `is_infrastructure` tells by its code. Not a Lua error (a bug in a
+#: script), nor a plain OSError or TimeoutError a handler's own HTTP call may raise: those are
+#: the handler's failures, replied as retryable.
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
     InfrastructureError,
     *REDIS_TRANSIENT,
@@ -59,6 +62,8 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def is_infrastructure(exc: BaseException) -> bool:
+    if isinstance(exc, KafkaClientError):
+        return is_transient(exc)  # a broker away or a leader moving, not a record too large
     return isinstance(exc, INFRA_ERRORS)
 
 

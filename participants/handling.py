@@ -11,7 +11,7 @@ from typing import Any
 from infra.crashpoints import crash_point
 from infra.retry import Stopped
 from participants.context import BatchScope, Context, command_logger
-from participants.errors import INFRA_ERRORS, classify
+from participants.errors import classify, is_infrastructure
 from participants.middleware import run_chain
 from participants.outcome import Outcome, check_result
 from participants.participant import Participant, Registration
@@ -21,8 +21,11 @@ from schemas.config import Settings
 from schemas.messages import SagaCommand
 
 Log = logging.LoggerAdapter[Any]
-#: not a verdict on the command: an outage (retried in place) or a stop
-_NOT_A_FAILURE: tuple[type[BaseException], ...] = (*INFRA_ERRORS, Stopped)
+
+
+def _not_a_failure(exc: BaseException) -> bool:
+    """Not a verdict on the command: an outage (retried in place) or a stop."""
+    return is_infrastructure(exc) or isinstance(exc, Stopped)
 
 
 class CommandRunner:
@@ -119,9 +122,9 @@ class CommandRunner:
 
         try:
             reply = await run_chain(self.participant.middleware, cmd, ctx, call_handler)
-        except _NOT_A_FAILURE:
-            raise
         except Exception as exc:
+            if _not_a_failure(exc):
+                raise
             # A middleware failed the command: stored and answered like a handler's failure.
             failed = await self._fail(cmd, *classify(exc))
             return failed, failed
@@ -134,9 +137,9 @@ class CommandRunner:
             result = check_result(await reg.handler(cmd, ctx))
             if ctx.committed is None:
                 return await self.store.commit(cmd, result, ctx.tx)
-        except INFRA_ERRORS:
-            raise
         except Exception as exc:
+            if is_infrastructure(exc):
+                raise
             if ctx.committed is None:
                 retryable, reason = classify(exc)
                 return await self.store.commit_failure(cmd, retryable, reason)

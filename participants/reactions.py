@@ -32,8 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka.structs import ConsumerRecord
-
+from infra.rdkafka import Record
 from infra.retry import Stopped
 from participants.context import BatchScope
 from participants.handling import CommandRunner
@@ -99,9 +98,7 @@ class Skipped:
     poison: bool = False
 
 
-def route_event(
-    rec: ConsumerRecord[bytes, bytes], svc: Participant, max_bytes: int
-) -> Delivery | Skipped:
+def route_event(rec: Record, svc: Participant, max_bytes: int) -> Delivery | Skipped:
     """What to do with one record of the event topic."""
     headers = list(rec.headers or ())
     kind = header(headers, H_MESSAGE_TYPE)
@@ -197,7 +194,7 @@ class Reactor:
             return
         topic = self.participant.events_topic
         record = (topic, event.saga_id.encode(), encode_event(event), event_headers(event))
-        await outbox.send(record)
+        outbox.send(record)
         self.stats.replies += 1
 
     async def _pause(self, delay_s: float) -> None:

@@ -18,13 +18,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.structs import TopicPartition
-
 from infra import crashpoints
 from infra import kafka as kafka_factory
 from infra import redis as redis_factory
+from infra.errors import is_commit_refused, is_kafka_error
+from infra.rdkafka import Consumer, Producer, TopicPartition
 from infra.retry import Backoff, Stopped, pause, retry
 from participants.batch import Batch, BatchProcessor
 from participants.config import WorkerOptions
@@ -43,12 +41,6 @@ T = TypeVar("T")
 COMMIT_ATTEMPTS = 5
 #: how often a worker asks whether the topics it reads exist yet
 TOPIC_WAIT_S = 0.5
-#: the partitions moved to another replica: retrying the commit cannot help
-_REFUSED = (CommitFailedError, IllegalStateError)
-
-
-def _is_kafka_error(exc: BaseException) -> bool:
-    return isinstance(exc, KafkaError)
 
 
 class Worker:
@@ -122,10 +114,10 @@ class Worker:
             log=self.log,
             stop=self.stop,
             backoff=self._backoff(0.1),
-            retry_on=_is_kafka_error,
+            retry_on=is_kafka_error,
         )
 
-    async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer] | None:
+    async def _connect(self) -> tuple[Consumer, Producer] | None:
         """Started clients, or None when stopped before Kafka answered."""
         if self.stop.is_set():
             return None
@@ -134,24 +126,23 @@ class Worker:
         except Stopped:
             return None
 
-    async def _start_clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    async def _start_clients(self) -> tuple[Consumer, Producer]:
         client_id = f"participant-{self.participant.name}"
         group = group_id(self.settings.key_prefix, self.participant.name)
-        producer = kafka_factory.producer(self.settings, client_id=client_id)
-        consumer = kafka_factory.consumer(
+        producer = kafka_factory.rd_producer(self.settings, **{"client.id": client_id})
+        # static membership when SAGA_GROUP_INSTANCE_ID is set (rd_consumer): a restart resumes
+        # at once; the batch size is `getmany`'s, librdkafka has no max.poll.records
+        consumer = kafka_factory.rd_consumer(
             self.settings,
             group_id=group,
-            client_id=client_id,
-            auto_offset_reset=self.options.start_from,
-            max_poll_records=self.options.max_batch,
-            group_instance_id=self.settings.group_instance_id,  # a restart resumes at once
+            **{"client.id": client_id, "auto.offset.reset": self.options.start_from},
         )
         try:
             await producer.start()
             await consumer.start()
             await self._wait_for_topics(consumer)
             consumer.subscribe(self._topics(), listener=_Rebalance(self))
-        except (KafkaError, Stopped):  # Kafka away, or stopped while waiting for its topics
+        except BaseException:  # Kafka away, stopped while waiting for its topics, cancelled
             for client in (consumer, producer):
                 with contextlib.suppress(Exception):
                     await client.stop()
@@ -164,7 +155,7 @@ class Worker:
         )
         return consumer, producer
 
-    async def _wait_for_topics(self, consumer: AIOKafkaConsumer) -> None:
+    async def _wait_for_topics(self, consumer: Consumer) -> None:
         """Until every topic it reads exists (`Stopped` on a stop meanwhile). A subscription to
         a topic that does not exist yet only notices it at the next metadata refresh (30 s), so
         a worker started beside the orchestrator, which creates the participant topics at its
@@ -193,7 +184,7 @@ class Worker:
         commands = command_topics(self.settings, p.name) if p.takes_commands else []
         return commands + ([p.events_topic] if p.reactions else [])
 
-    async def _loop(self, consumer: AIOKafkaConsumer, processor: BatchProcessor) -> None:
+    async def _loop(self, consumer: Consumer, processor: BatchProcessor) -> None:
         poll = partial(
             consumer.getmany,
             timeout_ms=self.options.poll_timeout_ms,
@@ -229,7 +220,7 @@ class Worker:
         limit = self.options.idle_exit_s
         return limit is not None and self.joined and time.monotonic() - self.last_activity >= limit
 
-    async def _commit(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
+    async def _commit(self, consumer: Consumer, batch: Batch) -> None:
         """Commit the batch's offsets, retrying a few times (even while stopping: the batch is
         done, and committing it spares a re-delivery)."""
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
@@ -241,7 +232,7 @@ class Worker:
             await consumer.commit(offsets)
 
         def worth_retrying(exc: BaseException) -> bool:
-            return _is_kafka_error(exc) and not isinstance(exc, _REFUSED)
+            return is_kafka_error(exc) and not is_commit_refused(exc)
 
         try:
             await retry(
@@ -251,19 +242,29 @@ class Worker:
                 backoff=self._backoff(0.2),
                 retry_on=lambda exc: worth_retrying(exc) and attempts < COMMIT_ATTEMPTS,
             )
-        except _REFUSED as exc:
-            # The partitions moved to another replica, which re-delivers from the last commit:
-            # harmless, the stored outcomes answer those commands again.
-            self.log.warning("commit refused after a rebalance (%r)", exc)
-        except KafkaError:
-            self.log.error("giving up committing %s; the batch will be re-delivered", offsets)
+        except Exception as exc:
+            if is_commit_refused(exc):
+                # The partitions moved to another replica, which re-delivers from the last
+                # commit: harmless, the stored outcomes answer those commands again.
+                self.log.warning("commit refused after a rebalance (%s)", exc)
+            elif is_kafka_error(exc):
+                self.log.error(
+                    "giving up committing %s (%s); the batch will be re-delivered", offsets, exc
+                )
+            else:
+                raise
         else:
             self.stats.commits += 1
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance:
     """Holds a rebalance until the batch in progress is committed, so the next owner of a
-    partition does not run the same saga's commands at the same time as this replica."""
+    partition does not run the same saga's commands at the same time as this replica.
+
+    `infra.rdkafka.Consumer` calls these from librdkafka's rebalance callback, which runs only
+    inside `getmany` (or `stop`) and blocks it until they return; while a batch runs, nothing
+    polls, and the group waits for this member (up to max.poll.interval.ms). So a revoke finds
+    the worker idle; the wait keeps that true for any consumer that calls a listener sooner."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker

@@ -5,7 +5,8 @@
 
 Pre-produces `--commands` new commands (each of its own saga) to a private commands topic,
 then runs one worker of the order sample in this process and counts the CPU this process spent
-(`resource.getrusage`) from the worker's start until every command has its reply. Producing
+(`resource.getrusage`, every thread: librdkafka's broker threads and the Kafka clients' own
+threads included) from the worker's start until every command has its reply. Producing
 happens before the clock starts, so what is counted is the worker: consuming, routing, the
 guard's lookup, the handler, the commit script, the reply. The join of the consumer group is
 counted too (a few ms, the same in both modes). `--guard` is SAGA_PARTICIPANT_GUARD, for the

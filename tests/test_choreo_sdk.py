@@ -7,12 +7,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import confluent_kafka as ck
 import orjson
 import pytest
-from aiokafka.structs import ConsumerRecord
 from redis.asyncio import Redis
 
 from infra import kafka
+from infra.rdkafka import Record
 from participants.config import WorkerOptions
 from participants.outcome import Outcome
 from participants.reactions import Delivery, Skipped, emitted, route_event
@@ -26,19 +27,8 @@ from schemas.wire import DecodeError
 
 def record(value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Any:
     """A record of topic `ev`, partition 1, offset 7."""
-    return ConsumerRecord(
-        topic="ev",
-        partition=1,
-        offset=7,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=value,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(value),
-        headers=headers or [],
-    )
+    msg = ck.Message(topic="ev", partition=1, offset=7, value=value, headers=headers or [])
+    return Record(msg)
 
 
 def svc(topic: str = "ev") -> Participant:

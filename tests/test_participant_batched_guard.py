@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka as ck
 import pytest
-from aiokafka.structs import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from infra import kafka
 from infra import redis as redis_factory
+from infra.rdkafka import Record, TopicPartition
 from participants import store as store_module
 from participants.batch import BatchProcessor
 from participants.config import ParticipantConfig, WorkerOptions
@@ -118,21 +119,16 @@ def as_batch(settings: Settings, cmds: list[SagaCommand]) -> dict[TopicPartition
     for offset, cmd in enumerate(cmds):
         value = codec.encode(cmd, settings.output_format)
         key = cmd.saga_id.encode()
-        records.append(
-            ConsumerRecord(
-                topic=settings.commands_topic,
-                partition=0,
-                offset=offset,
-                timestamp=0,
-                timestamp_type=0,
-                key=key,
-                value=value,
-                checksum=None,
-                serialized_key_size=len(key),
-                serialized_value_size=len(value),
-                headers=command_headers(cmd),
-            )
+        msg = ck.Message(  # what the worker's consumer gets from librdkafka
+            topic=settings.commands_topic,
+            partition=0,
+            offset=offset,
+            key=key,
+            value=value,
+            headers=command_headers(cmd),
+            timestamp=(ck.TIMESTAMP_CREATE_TIME, 0),
         )
+        records.append(Record(msg))
     return {TopicPartition(settings.commands_topic, 0): records}
 
 
@@ -183,7 +179,7 @@ async def test_a_batch_reads_once_and_commits_together(
     sagas = [f"s{i}" for i in range(12)]
     stats = WorkerStats()
     infra = Infra(asyncio.Event(), 0.5, logging.getLogger("test.batched_guard"), stats)
-    async with kafka.started(kafka.producer(settings)) as producer:
+    async with kafka.started(kafka.rd_producer(settings)) as producer:
         processor = BatchProcessor(
             settings, svc, WorkerOptions(), store, producer, infra, stats, random.Random(1)
         )

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 import pytest
 import redis.exceptions as rx
 from aiokafka.errors import KafkaConnectionError
+from confluent_kafka import KafkaError as RdError
 
 import participants.sdk as sdk
+from infra.rdkafka import KafkaClientError
 from participants.context import Effects
 from participants.errors import classify, is_infrastructure
 from participants.outcome import Outcome, build_reply, check_result, reply_id, reply_record
@@ -97,9 +99,15 @@ def test_classify() -> None:
 
 
 def test_infrastructure_errors() -> None:
-    """Outages are recognised; a Lua error is not an outage."""
+    """Outages are recognised; a Lua error is not an outage, nor a librdkafka error that is
+    the record's own fault or the client's state."""
     assert is_infrastructure(rx.ConnectionError("down"))
     assert is_infrastructure(KafkaConnectionError())
+    for code in (RdError._TRANSPORT, RdError._ALL_BROKERS_DOWN, RdError._MSG_TIMED_OUT):
+        assert is_infrastructure(KafkaClientError(RdError(code))), code
+    assert is_infrastructure(KafkaClientError(RdError(RdError.NOT_LEADER_FOR_PARTITION)))
+    for code in (RdError.MSG_SIZE_TOO_LARGE, RdError.INVALID_RECORD, RdError._STATE):
+        assert not is_infrastructure(KafkaClientError(RdError(code))), code
     assert is_infrastructure(sdk.InfrastructureError("x"))
     assert not is_infrastructure(rx.ResponseError("ERR script"))
     assert not is_infrastructure(ValueError())

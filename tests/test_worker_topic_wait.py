@@ -1,6 +1,6 @@
 """A worker started before its command topic exists (the orchestrator creates participant topics
 at its own start) waits for the topic and takes its first command as soon as the topic is
-created, not at aiokafka's next metadata refresh (30 s); a stop while it waits ends it cleanly.
+created, not at the consumer's next metadata refresh (30 s); a stop while it waits ends it cleanly.
 
 The reply deadline (15 s) is under that refresh period, so a worker that subscribed at once to
 the missing topic could not pass: a condition with a deadline, not a timed assertion."""

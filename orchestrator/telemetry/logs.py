@@ -44,7 +44,8 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    for noisy in ("aiokafka", "librdkafka"):  # their info lines are per connection
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 def saga_extra(saga_id: str, correlation_id: str = "") -> dict[str, str]:
