@@ -223,3 +223,25 @@ def test_iso_times_round_trip(ms: int) -> None:
 def test_iso_round_trip_is_exact_for_every_millisecond(ms: int) -> None:
     """Instants where float arithmetic would lose a millisecond read back exactly."""
     assert from_iso(iso(ms)) == ms
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ('completed a=1 @259 {"reservationId":"res-7"}', 259),
+        ("completed a=1 @259", 259),
+        ("completed @12 a=2", 12),
+        ('completed a=1 {"note":" @5"}', None),  # inside the result: not a time
+        ("@5 completed", None),  # the status comes first, never a time
+        ("completed @x @7", 7),
+        ("completed @", None),
+        ("completed a=1 @-3", None),
+        ("pending", None),
+    ],
+)
+def test_a_steps_time_is_read_from_its_head_only(text: str, ms: int | None) -> None:
+    from orchestrator.engine.statecodec import time_of, with_time
+
+    assert time_of(text) == ms
+    if ms is None and " {" not in text and "@" not in text:
+        assert time_of(with_time(text, 42)) == 42

@@ -75,8 +75,10 @@ def iso(ms: int) -> str:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=4096)
 def from_iso(text: str) -> int:
-    # integer arithmetic: float timestamps read some instants back 1 ms early
+    # integer arithmetic: float timestamps read some instants back 1 ms early; cached: every
+    # step reads its saga's `created_at` (the history it implies is derived from it)
     return (datetime.fromisoformat(text) - _EPOCH) // timedelta(milliseconds=1)
 
 
@@ -98,9 +100,14 @@ def step_text(s: StepState) -> str:
 
 def time_of(text: str) -> int | None:
     """The `@<ms>` of a step value (when its action completed, ms after `created_at`)."""
-    for token in text.partition(" {")[0].split()[1:]:
-        if token.startswith("@") and token[1:].isdigit():
-            return int(token[1:])
+    head = text.partition(" {")[0]
+    at = head.find(" @")  # a token after the first (the status) that starts with "@"
+    while at != -1:
+        end = head.find(" ", at + 2)
+        token = head[at + 2 : end] if end != -1 else head[at + 2 :]
+        if token.isdigit():
+            return int(token)
+        at = head.find(" @", at + 1)
     return None
 
 
@@ -139,6 +146,13 @@ def stamp_times(
             continue
         old = whole(before, field)
         ms = time_of(old) if old else None
+        if ms is not None and old == with_time(value, ms):
+            # unchanged since it was stamped (most steps of most writes): its stamped pieces
+            # as they stand, without cutting them again
+            if out is after:
+                out = dict(after)
+            _take_pieces(out, before, field)
+            continue
         done = StepStatus.COMPLETED.value
         if ms is None and value.split(" ", 1)[0] == done:
             # the status before, in either layout: a step completed by an older write (or by
@@ -150,10 +164,25 @@ def stamp_times(
             continue
         if out is after:
             out = dict(after)
-        for n in range(2, MAX_PIECES + 1):  # its pieces are cut again, the time added
-            out.pop(f"{field}~{n}", None)
+        _drop_pieces(out, field)  # its pieces are cut again, the time added
         out |= split_long({field: with_time(value, ms)})
     return out
+
+
+def _drop_pieces(fields: dict[str, str], name: str) -> None:
+    n = 2
+    while fields.pop(f"{name}~{n}", None) is not None:  # pieces are numbered without gaps
+        n += 1
+
+
+def _take_pieces(out: dict[str, str], source: dict[str, str], name: str) -> None:
+    """`name` and its pieces in `out` as they are in `source`."""
+    _drop_pieces(out, name)
+    out[name] = source[name]
+    n = 2
+    while (piece := source.get(f"{name}~{n}")) is not None:
+        out[f"{name}~{n}"] = piece
+        n += 1
 
 
 def parse_step(text: str, error: str = "") -> StepState:
