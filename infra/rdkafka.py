@@ -79,7 +79,6 @@ class KafkaClientError(Exception):
         self.code: int = error.code()
         self.name: str = error.name()
         self.retriable: bool = error.retriable()
-        self.fatal: bool = error.fatal()
 
     @classmethod
     def of(cls, exc: ck.KafkaException, what: str = "") -> KafkaClientError:
