@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -124,25 +125,20 @@ def test_invalid_addresses_never_raise() -> None:
     assert not rows["redis"][0]
 
 
-@pytest.fixture
-def redis_with_password(tmp_path: Path) -> Iterator[int]:
-    """A throwaway redis-server with requirepass on a free port; stopped by pid afterwards."""
+@contextlib.contextmanager
+def throwaway_redis(tmp_path: Path, *args: str, password: str | None = None) -> Iterator[int]:
+    """A redis-server with `args` on a free port, stopped by pid on leaving."""
     server = shutil.which("redis-server")
     if server is None:
         pytest.skip("redis-server is not installed (scripts/stack up installs it)")
     port = free_port()
     proc = subprocess.Popen(
-        [
-            *(server, "--port", str(port), "--bind", "127.0.0.1", "--requirepass", "s3cret"),
-            *("--save", "", "--appendonly", "no", "--dir", str(tmp_path)),
-            # an ACL user who may log in and do nothing else (for the NOPERM case)
-            *("--user", "mute", "on", ">mute-pass-1", "~*", "-@all"),
-        ],
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        client = redis.Redis(host="127.0.0.1", port=port, password="s3cret", socket_timeout=1)
+        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -156,6 +152,33 @@ def redis_with_password(tmp_path: Path) -> Iterator[int]:
         yield port
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def redis_with_password(tmp_path: Path) -> Iterator[int]:
+    """A throwaway redis-server with requirepass and AOF off."""
+    with throwaway_redis(
+        tmp_path,
+        *("--requirepass", "s3cret", "--save", "", "--appendonly", "no"),
+        # an ACL user who may log in and do nothing else (for the NOPERM case)
+        *("--user", "mute", "on", ">mute-pass-1", "~*", "-@all"),
+        password="s3cret",
+    ) as port:
+        yield port
+
+
+def test_rdb_snapshots_beside_aof_are_a_note_not_a_failure(tmp_path: Path) -> None:
+    """AOF on and `save` set: healthy, with a note saying what the snapshots cost; with
+    `save ""` (deploy/redis.conf) no note."""
+    base = Settings(kafka_bootstrap_servers="127.0.0.1:1", connect_timeout_s=2)
+    for save, noted in (("60 1", True), ("", False)):
+        with throwaway_redis(tmp_path, "--appendonly", "yes", "--save", save) as port:
+            url = f"redis://127.0.0.1:{port}/0"
+            rows = rows_by_name(run_doctor(base.model_copy(update={"redis_url": url})))
+        ok, text = rows["redis config"]
+        assert ok, text
+        assert text.startswith("appendonly yes, maxmemory-policy noeviction")
+        assert ("RDB snapshots are on" in text and "save 60 1" in text) is noted, text
 
 
 def test_redis_password_required(redis_with_password: int) -> None:
